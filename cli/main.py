@@ -1,0 +1,162 @@
+"""``octo``: submit, server, client and results.
+
+click (rather than argparse) because its subcommands, typed options, error
+messages for unknown options and ``CliRunner`` test harness are what we would
+otherwise write by hand; see docs/decisions.md.
+
+Exit codes: 0 ok, 1 the job failed, 2 bad input (nothing started), 130 Ctrl-C.
+stdout belongs to the job's final(); everything octo says goes to stderr.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from octostore import api
+from octostore.config import DEFAULT_PORT, MAX_FRAME_BYTES, Config, parse_address
+from octostore.errors import OctoError, UserCodeError
+from octostore.home import read_secret
+
+log = logging.getLogger("octo")
+
+
+def _home() -> Path:
+    return Path(os.environ.get("OCTO_HOME") or Path.home() / ".octostore")
+
+
+class _Formatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        text = record.getMessage()
+        if record.levelno >= logging.WARNING:
+            return f"octo: {record.levelname.lower()}: {text}"
+        return text
+
+
+def _setup_logging(verbose: int) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
+    if verbose == 0:
+        logging.getLogger("octostore.worker").setLevel(logging.WARNING)
+
+
+def _fail(e: OctoError) -> NoReturn:
+    lines = e.message.splitlines() or [""]
+    click.echo(f"octo: error: {lines[0]}", err=True)
+    for line in lines[1:]:
+        click.echo(line, err=True)
+    if isinstance(e, UserCodeError) and e.user_traceback:
+        click.echo(e.user_traceback.rstrip(), err=True)
+    if e.hint:
+        click.echo(f"hint: {e.hint}", err=True)
+    sys.exit(e.exit_code)
+
+
+def _run(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return fn(*args, **kwargs)
+    except OctoError as e:
+        _fail(e)
+    except KeyboardInterrupt:
+        click.echo("octo: interrupted", err=True)
+        sys.exit(130)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More detail on stderr (-vv for debug).")
+def octo(verbose: int) -> None:
+    """octostore: run octo.py-style MapReduce jobs on local or remote workers."""
+    _setup_logging(verbose)
+
+
+def _job_options(fn: Any) -> Any:
+    fn = click.option("--job-id", help="Name the job (default: a timestamp).")(fn)
+    fn = click.option("--partitions", type=click.IntRange(min=1), help="Reduce partitions (default: the job's, else 8).")(fn)
+    fn = click.option("--map-tasks", type=click.IntRange(min=1), help="Map tasks (default: up to 256).")(fn)
+    fn = click.option("--progress", type=click.Choice(["auto", "bar", "lines", "off"]), default="auto",
+                      show_default=True, help="Progress on stderr.")(fn)
+    return fn
+
+
+def _print_report(report: api.JobReport) -> None:
+    t = report.totals
+    log.info("job %s: done in %.1f s: %d map tasks, %d partitions, %d records in, %d pairs, %d results",
+             report.job_id, report.elapsed_s, report.map_tasks, report.partitions, t.records_in, t.pairs_out,
+             report.results)
+    log.info("peak RSS: coordinator %.0f MiB, workers %.0f MiB; wire: %.1f MiB in, %.1f MiB out",
+             report.coordinator_peak_rss_bytes / 2**20, t.worker_peak_rss_bytes / 2**20,
+             t.bytes_in / 2**20, t.bytes_out / 2**20)
+
+
+@octo.command()
+@click.argument("job_file", type=click.Path(path_type=Path))
+@click.option("--workers", type=click.IntRange(min=0), help="Local worker processes (default: one per core).")
+@_job_options
+def submit(job_file: Path, workers: int | None, job_id: str | None, partitions: int | None,
+           map_tasks: int | None, progress: str) -> None:
+    """Run JOB_FILE on this machine with local workers."""
+    config = _run(Config, home=_home(), workers=workers, partitions=partitions, map_tasks=map_tasks, progress=progress)
+    _print_report(_run(api.submit, job_file, config, job_id=job_id))
+
+
+@octo.command()
+@click.argument("job_file", type=click.Path(path_type=Path))
+@click.option("--bind", default="0.0.0.0", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=DEFAULT_PORT, show_default=True)
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Local workers to start besides the clients.")
+@_job_options
+def server(job_file: Path, bind: str, port: int, workers: int, job_id: str | None, partitions: int | None,
+           map_tasks: int | None, progress: str) -> None:
+    """Run JOB_FILE and wait for `octo client` workers (the octo.py guide's manual mode)."""
+    config = _run(Config, home=_home(), workers=workers, partitions=partitions, map_tasks=map_tasks,
+                  progress=progress, bind=bind, port=port)
+
+    def listening(host: str, port: int) -> None:
+        shown = socket.gethostname() if host in ("0.0.0.0", "::") else host
+        log.info("waiting for workers: run `octo client %s:%d` on each machine", shown, port)
+
+    _print_report(_run(api.submit, job_file, config, job_id=job_id, on_listening=listening))
+
+
+@octo.command()
+@click.argument("address")
+@click.option("--secret-file", type=click.Path(path_type=Path),
+              help="The coordinator's secret (default: $OCTO_HOME/secret).")
+@click.option("--wait", "wait_s", type=click.FloatRange(min=0), default=30.0, show_default=True,
+              help="Seconds to keep retrying while the server starts.")
+def client(address: str, secret_file: Path | None, wait_s: float) -> None:
+    """Work for the `octo server` at ADDRESS (HOST or HOST:PORT) until its job ends."""
+    host_port = _run(parse_address, address)
+    secret = _run(read_secret, secret_file or _home() / "secret")
+    _run(api.work, host_port, secret, wait_s=wait_s, max_frame_bytes=MAX_FRAME_BYTES)
+
+
+@octo.command()
+@click.argument("job_id")
+def results(job_id: str) -> None:
+    """Print a job's results again: key<TAB>value lines in key order."""
+
+    def show() -> None:
+        out = sys.stdout
+        for key, value in api.results(_home(), job_id):
+            out.write(f"{key}\t{value}\n")
+
+    _run(show)
+
+
+def main() -> None:
+    octo(prog_name="octo")
+
+
+if __name__ == "__main__":
+    main()

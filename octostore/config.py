@@ -1,0 +1,106 @@
+"""One frozen ``Config``: every knob the engine reads, with its unit and why.
+
+Nothing below ``cli`` reads the environment or a global config: the CLI builds
+a ``Config`` from flags (and, later, a YAML file) and passes it down.  A field
+that is ``None`` means "derive it from the job or the machine", and the
+derivation lives in one named function here so that submit and resume agree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ConfigError
+
+DEFAULT_PORT = 11235
+"""TCP port of ``octo server`` when none is given (mincemeat's, so old habits work)."""
+
+DEFAULT_PARTITIONS = 8
+"""Reduce partitions when neither the job nor the user says: 4 per core on 2 cores keeps both busy."""
+
+MAX_DEFAULT_MAP_TASKS = 256
+"""Map tasks when the user does not say: few enough that a partition's k-way merge
+holds at most this many runs (one block each), many enough to balance cores."""
+
+MAP_BUFFER_BYTES = 64 * 1024 * 1024
+"""Estimated size of a worker's map-side group buffer before it spills a run (the brief, section 3)."""
+
+INITIAL_MAP_SIZE_BYTES = 64 * 1024 * 1024
+"""First LMDB map size of each store; it doubles whenever a write finds it full."""
+
+MAX_FRAME_BYTES = 256 * 1024 * 1024
+"""Largest frame a peer may announce; checked before a byte of the body is allocated."""
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Everything a coordinator or worker needs to know, resolved once."""
+
+    home: Path
+    workers: int | None = None  # local worker processes; None = one per core
+    partitions: int | None = None  # None = the job's `partitions`, else DEFAULT_PARTITIONS
+    map_tasks: int | None = None  # None = min(source keys, MAX_DEFAULT_MAP_TASKS)
+    bind: str = "127.0.0.1"
+    port: int = 0  # 0 = any free port (local submit)
+    map_buffer_bytes: int = MAP_BUFFER_BYTES
+    block_bytes: int = 128 * 1024
+    zstd_level: int = 1
+    map_size_bytes: int = INITIAL_MAP_SIZE_BYTES
+    max_frame_bytes: int = MAX_FRAME_BYTES
+    max_attempts: int = 4
+    sync: bool = True  # state store fsyncs every commit (durable against power loss)
+    progress: str = "auto"  # auto | bar | lines | off
+    progress_every_s: float = 5.0  # plain progress lines, when stderr is not a terminal
+
+    def __post_init__(self) -> None:
+        _check_positive("workers", self.workers, allow_zero=True)
+        _check_positive("partitions", self.partitions)
+        _check_positive("map_tasks", self.map_tasks)
+        _check_positive("map_buffer_bytes", self.map_buffer_bytes)
+        _check_positive("block_bytes", self.block_bytes)
+        _check_positive("max_attempts", self.max_attempts)
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port {self.port} is out of range", "use 0..65535 (0 picks a free port)")
+        if self.progress not in ("auto", "bar", "lines", "off"):
+            raise ConfigError(f"progress {self.progress!r} is not one of auto, bar, lines, off")
+
+    def replace(self, **changes: object) -> Config:
+        """Return a copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    def resolved_workers(self) -> int:
+        """Local worker processes to start: the option, else one per core."""
+        return self.workers if self.workers is not None else (os.cpu_count() or 1)
+
+    def resolved_partitions(self, job_partitions: int | None) -> int:
+        """Reduce partitions: the option wins over the job's `partitions`, then the default."""
+        return self.partitions or job_partitions or DEFAULT_PARTITIONS
+
+
+def _check_positive(name: str, value: int | None, allow_zero: bool = False) -> None:
+    if value is None:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < (0 if allow_zero else 1):
+        least = 0 if allow_zero else 1
+        raise ConfigError(f"{name} must be an integer >= {least}, not {value!r}")
+
+
+def parse_address(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
+    """Parse HOST, HOST:PORT or [IPv6]:PORT into (host, port)."""
+    host, port_text = text, ""
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else ""
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    if not host:
+        raise ConfigError(f"address {text!r} has no host", "write HOST or HOST:PORT, e.g. localhost:11235")
+    if not port_text:
+        return host, default_port
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigError(f"port {port_text!r} in address {text!r} is not a number in 1..65535",
+                          "write HOST or HOST:PORT, e.g. localhost:11235")
+    return host, int(port_text)

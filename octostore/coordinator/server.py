@@ -1,0 +1,386 @@
+"""The coordinator's I/O: accept workers, hand out tasks, store their output, commit.
+
+One asyncio event loop owns everything: the listening socket, one reader task
+per worker connection, and the stores (a single writer, so LMDB appends never
+race).  Sending a task's input runs in its own asyncio task, so the reader
+keeps draining a worker's output while its input is still being sent (a
+worker that spills mid-task would otherwise deadlock both sides on full
+socket buffers).  Reading ``source[key]`` is user code that may block on
+disk, so it runs in a one-thread executor, one batch at a time.
+
+Every message a worker can send after the handshake is in ``_handlers``.
+Nothing is unpickled from a peer before the handshake and frame MAC pass.
+
+Commit order for a finished attempt (a crash between any two steps is safe):
+
+1. spill/results store: the attempt's segments, appended as they arrived
+   -> crash: segments no DONE task references; resume (#4) collects them
+2. state store: the task DONE with its segment list, synced
+   -> the commit point; a second commit of the task is refused (returns False)
+3. the next task (or Shutdown) sent to the worker is the ack
+   -> lost ack: the task is already DONE; nothing is redone or counted twice
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import pickle
+import sys
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import zstandard
+
+from ..config import Config
+from ..errors import AuthenticationError, ConnectionLost, JobFailed, ProtocolError, UserCodeError
+from ..home import JobPaths
+from ..job import Job, format_user_traceback, pack_functions
+from ..progress import Progress
+from ..protocol.channel import AsyncChannel
+from ..protocol.handshake import HANDSHAKE_TIMEOUT_S
+from ..protocol.messages import (
+    MAP, REDUCE, Hello, Input, InputEnd, MapTask, Ready, ReduceTask, Results, RunBlocks, Segment,
+    Shutdown, TaskDone, TaskFailed, Welcome,
+)
+from ..stores.segments import SegmentStore
+from ..stores.state import JobState, StateStore, TaskState
+from .scheduler import Assignment, Phase, Scheduler
+
+log = logging.getLogger(__name__)
+
+INPUT_BATCH_BYTES = 4 * 1024 * 1024
+"""Source values per Input message (estimated before pickling)."""
+
+
+@dataclass(eq=False)
+class WorkerConn:
+    """One connected, authenticated worker."""
+
+    name: str
+    channel: AsyncChannel
+    assignment: Assignment | None = None
+
+
+@dataclass
+class Totals:
+    """What the job moved, for progress and the final report."""
+
+    records_in: int = 0
+    pairs_out: int = 0
+    worker_peak_rss_bytes: int = 0
+    workers_seen: int = 0
+    refused_peers: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+
+
+@dataclass
+class _Attempt:
+    """Segments an in-flight attempt has written so far (not yet committed)."""
+
+    runs: dict[tuple[int, int], list[int]] = field(default_factory=dict)  # (partition, run) -> segments
+    results: list[int] = field(default_factory=list)
+
+
+class CoordinatorServer:
+    """Runs one job's map and reduce phases over TCP; returns when the job is done or failed."""
+
+    def __init__(self, job: Job, job_id: str, config: Config, paths: JobPaths, state: StateStore,
+                 secret: bytes, epoch: int, partitions: int, map_tasks: int, progress: Progress) -> None:
+        self.job, self.job_id, self.config, self.paths = job, job_id, config, paths
+        self.state, self.secret, self.epoch = state, secret, epoch
+        self.partitions, self.progress = partitions, progress
+        done = [(kind, t) for kind in (MAP, REDUCE) for t, r in state.tasks(kind) if r.state is TaskState.DONE]
+        self.scheduler = Scheduler(map_tasks, partitions, done=done)
+        self.spill = [SegmentStore(paths.partition_spill(p), config.map_size_bytes) for p in range(partitions)]
+        self.results = SegmentStore(paths.results, config.map_size_bytes)
+        self.totals = Totals()
+        self._functions = pack_functions(job.functions)
+        self._source_pool = ThreadPoolExecutor(1, thread_name_prefix="octo-source")
+        self._compressor = zstandard.ZstdCompressor(level=1)
+        self._attempts: dict[tuple[str, int, int], _Attempt] = {}
+        self._idle: list[WorkerConn] = []
+        self._workers: set[WorkerConn] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # connection readers and input senders
+        self._finished = asyncio.Event()
+        self._phase_reported: Phase | None = None
+        self._handlers: dict[type, Callable[[WorkerConn, Any], Any]] = {
+            Ready: self._on_ready,
+            Segment: self._on_segment,
+            Results: self._on_results,
+            TaskDone: self._on_task_done,
+            TaskFailed: self._on_task_failed,
+        }
+
+    # -- life -----------------------------------------------------------------------------
+
+    async def serve(self, on_listening: Callable[[str, int], None]) -> None:
+        """Listen, call `on_listening(host, port)`, and return when the job is finished."""
+        server = await asyncio.start_server(self._accept, self.config.bind, self.config.port,
+                                            limit=1 << 20, reuse_address=True)
+        host, port = server.sockets[0].getsockname()[:2]
+        self._report_phase()
+        on_listening(host, port)
+        try:
+            if not self.scheduler.is_finished:
+                await self._finished.wait()
+        finally:
+            server.close()
+            for worker in list(self._workers):
+                await self._say_goodbye(worker)
+            await self._join_tasks()
+            await server.wait_closed()
+            self._source_pool.shutdown(wait=False, cancel_futures=True)
+        if self.scheduler.phase is Phase.FAILED:
+            raise JobFailed(self.scheduler.failure or "the job failed")
+
+    def close_stores(self) -> None:
+        for store in [*self.spill, self.results]:
+            store.close()
+
+    async def _join_tasks(self) -> None:
+        """Let connection tasks end by themselves (their sockets are closed), then cancel stragglers."""
+        pending = {t for t in self._tasks if t is not asyncio.current_task()}
+        if pending:
+            _, still = await asyncio.wait(pending, timeout=5)
+            for task in still:
+                task.cancel()
+            if still:
+                await asyncio.wait(still, timeout=1)
+
+    def _track(self, task: asyncio.Task[None]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _say_goodbye(self, worker: WorkerConn) -> None:
+        try:
+            await asyncio.wait_for(worker.channel.send(Shutdown(f"job {self.job_id} is {self.scheduler.phase.value}")), 5)
+        except (ConnectionLost, OSError, asyncio.TimeoutError):
+            pass
+        worker.channel.close()
+
+    # -- connections ----------------------------------------------------------------------
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._track(asyncio.current_task())  # type: ignore[arg-type]
+        peer = "%s:%s" % writer.get_extra_info("peername")[:2]
+        channel = AsyncChannel(reader, writer, self.config.max_frame_bytes)
+        try:
+            await asyncio.wait_for(channel.authenticate(self.secret), HANDSHAKE_TIMEOUT_S)
+            hello = await asyncio.wait_for(channel.recv(), HANDSHAKE_TIMEOUT_S)
+            if not isinstance(hello, Hello):
+                raise ProtocolError(f"expected hello, got {hello.op}")
+        except (AuthenticationError, ProtocolError, ConnectionLost, asyncio.TimeoutError, OSError) as e:
+            self.totals.refused_peers += 1
+            log.warning("refused a peer from %s: %s", peer, getattr(e, "message", None) or type(e).__name__)
+            writer.close()
+            return
+        worker = WorkerConn(f"{hello.host}:{hello.pid}", channel)
+        await self._serve_worker(worker, hello)
+
+    async def _serve_worker(self, worker: WorkerConn, hello: Hello) -> None:
+        self._workers.add(worker)
+        self.totals.workers_seen += 1
+        log.info("worker %s joined (octostore %s); %d connected", worker.name, hello.version, len(self._workers))
+        try:
+            settings = {"partitions": self.partitions, "block_bytes": self.config.block_bytes,
+                        "zstd_level": self.config.zstd_level, "map_buffer_bytes": self.config.map_buffer_bytes}
+            await worker.channel.send(Welcome(self.job_id, self.epoch, self._functions, settings))
+            while True:
+                msg = await worker.channel.recv()
+                handler = self._handlers.get(type(msg))
+                if handler is None:
+                    raise ProtocolError(f"unexpected message {msg.op} from a worker")
+                await handler(worker, msg)
+        except (ConnectionLost, ProtocolError) as e:
+            if not self.scheduler.is_finished:
+                log.warning("worker %s lost: %s", worker.name, e.message)
+        finally:
+            self._lose(worker)
+
+    def _lose(self, worker: WorkerConn) -> None:
+        self._workers.discard(worker)
+        if worker in self._idle:
+            self._idle.remove(worker)
+        self.totals.bytes_in += worker.channel.bytes_in
+        self.totals.bytes_out += worker.channel.bytes_out
+        worker.channel.close()
+        for lost in self.scheduler.worker_lost(worker):
+            self._discard(lost.kind, lost.task, lost.attempt)
+            log.info("task %s %d attempt %d: requeued (its worker was lost)", lost.kind, lost.task, lost.attempt)
+        self._dispatch_idle()
+
+    # -- handing out work -----------------------------------------------------------------
+
+    async def _on_ready(self, worker: WorkerConn, _: Ready) -> None:
+        worker.assignment = None
+        if self.scheduler.is_finished:
+            await worker.channel.send(Shutdown(f"job {self.job_id} is {self.scheduler.phase.value}"))
+            return
+        self._idle.append(worker)
+        self._dispatch_idle()
+
+    def _dispatch_idle(self) -> None:
+        while self._idle:
+            assignment = self.scheduler.assign(self._idle[0])
+            if assignment is None:
+                return
+            worker = self._idle.pop(0)
+            worker.assignment = assignment
+            self._attempts[(assignment.kind, assignment.task, assignment.attempt)] = _Attempt()
+            self._track(asyncio.get_running_loop().create_task(self._send_task(worker, assignment)))
+
+    async def _send_task(self, worker: WorkerConn, a: Assignment) -> None:
+        try:
+            if a.kind == MAP:
+                await worker.channel.send(MapTask(a.task, a.attempt, self.epoch))
+                await self._send_map_input(worker, a.task)
+            else:
+                runs = self._committed_runs(a.task)
+                await worker.channel.send(ReduceTask(a.task, a.attempt, self.epoch, len(runs)))
+                await self._send_runs(worker, self.spill[a.task], runs)
+            await worker.channel.send(InputEnd())
+        except (ConnectionLost, OSError):
+            worker.channel.close()  # the reader task sees it and requeues the task
+        except Exception as e:  # the job's source raised while we read it
+            self._fail(f"reading source for map task {a.task} failed: {type(e).__name__}: {e}\n"
+                       + format_user_traceback(e))
+            worker.channel.close()
+
+    async def _send_map_input(self, worker: WorkerConn, task: int) -> None:
+        batches = self._input_batches(self.state.manifest_keys(task))
+        loop = asyncio.get_running_loop()
+        while (payload := await loop.run_in_executor(self._source_pool, next, batches, None)) is not None:
+            await worker.channel.send(Input(payload))
+
+    def _input_batches(self, keys: list[Any]) -> Iterator[bytes]:
+        """Yield zstd(pickle([(key, source[key]), ...])) batches (runs in the source thread)."""
+        batch: list[tuple[Any, Any]] = []
+        size = 0
+        for key in keys:
+            value = self.job.source[key]
+            batch.append((key, value))
+            size += len(value) if isinstance(value, (str, bytes)) else sys.getsizeof(value)
+            if size >= INPUT_BATCH_BYTES:
+                yield self._compressor.compress(pickle.dumps(batch, protocol=5))
+                batch, size = [], 0
+        if batch:
+            yield self._compressor.compress(pickle.dumps(batch, protocol=5))
+
+    def _committed_runs(self, partition: int) -> list[list[int]]:
+        """The segment lists of every committed run of `partition`."""
+        return [
+            segments
+            for _, record in self.state.tasks(MAP)
+            if record.state is TaskState.DONE
+            for p, segments in record.output
+            if p == partition
+        ]
+
+    async def _send_runs(self, worker: WorkerConn, store: SegmentStore, runs: list[list[int]]) -> None:
+        for run, segments in enumerate(runs):
+            batch: list[bytes] = []
+            size = 0
+            for block in store.iter_blocks(segments):
+                batch.append(block)
+                size += len(block)
+                if size >= INPUT_BATCH_BYTES:
+                    await worker.channel.send(RunBlocks(run, batch))
+                    batch, size = [], 0
+            if batch:
+                await worker.channel.send(RunBlocks(run, batch))
+
+    # -- output and commits ---------------------------------------------------------------
+
+    async def _on_segment(self, worker: WorkerConn, msg: Segment) -> None:
+        attempt = self._attempts.get((MAP, msg.task, msg.attempt))
+        if attempt is None or not 0 <= msg.partition < self.partitions:
+            return  # a stale attempt's output: dropped unwritten
+        segment = self.spill[msg.partition].append_segment(msg.blocks)
+        attempt.runs.setdefault((msg.partition, msg.run), []).append(segment)
+
+    async def _on_results(self, worker: WorkerConn, msg: Results) -> None:
+        attempt = self._attempts.get((REDUCE, msg.task, msg.attempt))
+        if attempt is not None:
+            attempt.results.append(self.results.append_segment(msg.blocks))
+
+    async def _on_task_done(self, worker: WorkerConn, msg: TaskDone) -> None:
+        key = (msg.kind, msg.task, msg.attempt)
+        if msg.epoch != self.epoch or key not in self._attempts or not self.scheduler.is_current(*key):
+            self._discard(*key)
+            return
+        attempt = self._attempts.pop(key)
+        if msg.kind == MAP:
+            output: list[Any] = [[p, segments] for (p, _run), segments in sorted(attempt.runs.items(), key=lambda i: (i[0][1], i[0][0]))]
+        else:
+            output = attempt.results
+        if not self.state.commit_task(msg.kind, msg.task, msg.attempt, output):  # step 2: the commit point
+            self._drop_segments(msg.kind, attempt)
+            return
+        self.scheduler.task_done(*key)
+        self._count(msg)
+        self._report_phase()
+
+    def _count(self, msg: TaskDone) -> None:
+        stats = msg.stats
+        self.totals.records_in += stats.get("records_in", 0)
+        self.totals.pairs_out += stats.get("pairs_out", 0)
+        self.totals.worker_peak_rss_bytes = max(self.totals.worker_peak_rss_bytes, stats.get("peak_rss_bytes", 0))
+        self.progress.advance(1, stats.get("records_in", stats.get("keys", 0)),
+                              stats.get("bytes_out", 0) + stats.get("bytes_in", 0))
+
+    async def _on_task_failed(self, worker: WorkerConn, msg: TaskFailed) -> None:
+        key = (msg.kind, msg.task, msg.attempt)
+        if msg.epoch != self.epoch or not self.scheduler.is_current(*key):
+            self._discard(*key)
+            return
+        self._discard(*key)
+        record = self.state.record_failure(msg.kind, msg.task, msg.message, self.config.max_attempts)
+        retry = not msg.is_contract_error and record.state is not TaskState.FAILED
+        text = msg.message + ("\n" + msg.traceback.rstrip() if msg.traceback else "")
+        if retry:
+            log.warning("%s; retrying (attempt %d of %d)", msg.message, record.failures + 1, self.config.max_attempts)
+        self.scheduler.task_failed(*key, retry=retry, reason=text)
+        if self.scheduler.phase is Phase.FAILED:
+            self._fail(text)
+        self._dispatch_idle()
+
+    def _discard(self, kind: str, task: int, attempt: int) -> None:
+        dropped = self._attempts.pop((kind, task, attempt), None)
+        if dropped is not None:
+            self._drop_segments(kind, dropped)
+
+    def _drop_segments(self, kind: str, attempt: _Attempt) -> None:
+        if kind == MAP:
+            for (partition, _), segments in attempt.runs.items():
+                self.spill[partition].delete_segments(segments)
+        else:
+            self.results.delete_segments(attempt.results)
+
+    # -- phases ---------------------------------------------------------------------------
+
+    def _report_phase(self) -> None:
+        phase = self.scheduler.phase
+        if phase is self._phase_reported:
+            return
+        self._phase_reported = phase
+        if phase in (Phase.MAP, Phase.REDUCE):
+            total = self.scheduler.totals[phase.value]
+            self.progress.start_phase(phase.value, total)
+            self.progress.advance(self.scheduler.done_count(phase.value), 0, 0)
+            if phase is Phase.REDUCE:
+                self.state.set_meta(state=JobState.REDUCING.value)
+            self._dispatch_idle()
+        else:
+            self.progress.close()
+            self._finished.set()
+
+    def _fail(self, reason: str) -> None:
+        self.scheduler.fail(reason)
+        self._report_phase()
+
+
+__all__ = ["CoordinatorServer", "Totals", "UserCodeError"]

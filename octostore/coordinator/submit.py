@@ -1,0 +1,176 @@
+"""A job's life on the coordinator: load, plan, store the plan, serve the phases, final().
+
+``submit_job`` is the whole sequence ``octo submit`` and ``octo server`` run:
+
+1. run the job file once and check the contract (nothing is created on failure)
+2. list the source keys, try mapfn on the first one (catches ``return k, v``)
+3. write the job's facts and its manifest (which source keys make which map
+   task) to a new state store: from here on the job can be inspected, and
+   resumed (#4) without re-reading ``source`` in the same order
+4. serve the map and reduce phases to workers (``server.CoordinatorServer``)
+5. call final() once per result in key order, on this process's stdout
+6. mark the job DONE and delete its spill (results stay for ``octo results``)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import pickle
+import resource
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..config import MAX_DEFAULT_MAP_TASKS, Config
+from ..errors import JobError, JobFailed, UsageError, UserCodeError
+from ..home import JobPaths, job_paths, new_job_id
+from ..job import Job, check_pairs, format_user_traceback, load_job
+from ..progress import make_progress
+from ..stores.results import iter_results
+from ..stores.segments import SegmentStore
+from ..stores.state import JobState, StateStore
+from .server import CoordinatorServer, Totals
+
+log = logging.getLogger(__name__)
+
+Launch = Callable[[tuple[str, int]], Callable[[], None]]
+"""Starts workers for a coordinator listening at (host, port); returns a function that stops them."""
+
+
+@dataclass(frozen=True, slots=True)
+class JobReport:
+    """What a finished (or failed) job did, for the CLI's last lines and for tests."""
+
+    job_id: str
+    state: JobState
+    map_tasks: int
+    partitions: int
+    results: int
+    elapsed_s: float
+    totals: Totals
+    coordinator_peak_rss_bytes: int
+    error: str | None = None
+
+
+def submit_job(job_path: Path, config: Config, secret: bytes, *, job_id: str | None = None,
+               launch: Launch | None = None, on_listening: Callable[[str, int], None] | None = None) -> JobReport:
+    """Run the job in `job_path` to the end; raise UsageError before anything starts if it is bad."""
+    started = time.monotonic()
+    job = load_job(job_path)
+    keys = _source_keys(job)
+    if keys:
+        check_pairs(job_path, job.functions.mapfn, keys[0], job.source[keys[0]])
+    job_id = job_id or new_job_id()
+    paths = job_paths(config.home, job_id)
+    if paths.root.exists():
+        raise UsageError(f"job {job_id!r} already exists in {paths.root}", "choose another --job-id")
+    partitions = config.resolved_partitions(job.partitions)
+    manifest = _plan_map_tasks(job, keys, config.map_tasks)
+    state = _create_state(paths, config, job, job_id, manifest, partitions)
+    log.info("job %s: %s, %d source keys, %d map tasks, %d partitions", job_id, job.name, len(keys),
+             len(manifest), partitions)
+    try:
+        totals = _serve(job, job_id, config, paths, state, secret, partitions, len(manifest), launch, on_listening)
+        results = run_final(job, state, paths, config)
+        state.set_meta(state=JobState.DONE.value, finished_at=time.time())
+    except (JobFailed, UserCodeError) as e:
+        state.set_meta(state=JobState.FAILED.value, error=str(e), finished_at=time.time())
+        raise
+    finally:
+        state.close()
+    shutil.rmtree(paths.spill, ignore_errors=True)
+    return JobReport(job_id, JobState.DONE, len(manifest), partitions, results, time.monotonic() - started,
+                     totals, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+
+
+def _source_keys(job: Job) -> list[Any]:
+    try:
+        return list(job.source)
+    except Exception as e:  # user code: the source's __iter__
+        raise UserCodeError(f"{job.path}: iterating source raised {type(e).__name__}: {e}",
+                            format_user_traceback(e)) from None
+
+
+def _plan_map_tasks(job: Job, keys: list[Any], map_tasks: int | None) -> list[list[Any]]:
+    """Split the source keys into contiguous map tasks."""
+    count = min(len(keys), map_tasks or MAX_DEFAULT_MAP_TASKS)
+    if count == 0:
+        return []
+    per_task, extra = divmod(len(keys), count)
+    tasks, start = [], 0
+    for i in range(count):
+        end = start + per_task + (1 if i < extra else 0)
+        tasks.append(keys[start:end])
+        start = end
+    return tasks
+
+
+def _create_state(paths: JobPaths, config: Config, job: Job, job_id: str,
+                  manifest: list[list[Any]], partitions: int) -> StateStore:
+    for task, keys in enumerate(manifest):
+        try:
+            pickle.dumps(keys, protocol=5)
+        except Exception as e:
+            raise JobError(f"{job.path}: a source key of map task {task} cannot be stored: {e}",
+                           "use str, int or tuple keys in source") from None
+    paths.root.mkdir(parents=True)
+    state = StateStore(paths.state, config.map_size_bytes, sync=config.sync)
+    meta = {"job_id": job_id, "job_file": str(job.path.resolve()), "partitions": partitions,
+            "map_tasks": len(manifest), "epoch": 1, "octostore": __version__, "argv": sys.argv}
+    state.create_job(meta, manifest, partitions)
+    return state
+
+
+def _serve(job: Job, job_id: str, config: Config, paths: JobPaths, state: StateStore, secret: bytes,
+           partitions: int, map_tasks: int, launch: Launch | None,
+           on_listening: Callable[[str, int], None] | None) -> Totals:
+    progress = make_progress(config.progress, config.progress_every_s)
+    server = CoordinatorServer(job, job_id, config, paths, state, secret, state.meta()["epoch"], partitions,
+                               map_tasks, progress)
+    stop_workers: list[Callable[[], None]] = []
+
+    def listening(host: str, port: int) -> None:
+        if on_listening is not None:
+            on_listening(host, port)
+        if launch is not None:
+            stop_workers.append(launch(("127.0.0.1" if host in ("0.0.0.0", "::") else host, port)))
+
+    try:
+        asyncio.run(server.serve(listening))
+    finally:
+        progress.close()
+        for stop in stop_workers:
+            stop()
+        server.close_stores()
+    return server.totals
+
+
+def run_final(job: Job, state: StateStore, paths: JobPaths, config: Config) -> int:
+    """Call final(key, value) for every result in key order; return the number of results.
+
+    A crash here leaves the job FINALIZING; final() then runs again from the start."""
+    state.set_meta(state=JobState.FINALIZING.value)
+    results = SegmentStore(paths.results, config.map_size_bytes)
+    count = 0
+    try:
+        for key, value in iter_results(state, results):
+            count += 1
+            if job.final is None:
+                continue
+            try:
+                job.final(key, value)
+            except Exception as e:  # user code
+                raise UserCodeError(f"final raised {type(e).__name__} on key {key!r:.80}: {e}",
+                                    format_user_traceback(e)) from None
+    finally:
+        sys.stdout.flush()
+        results.close()
+    if job.final is None:
+        log.info("the job has no final(); print its %d results with: octo results %s", count, state.meta()["job_id"])
+    return count

@@ -1,0 +1,68 @@
+"""The exceptions octostore raises, one line each on who raises it and when.
+
+Every error that reaches a user carries a first line naming what they can find
+(a file and line, an option, a host or a key) and, where we can tell, a hint
+on a second line.  The CLI prints ``octo: error: <first line>`` and
+``hint: <hint>`` and picks the exit code from the class: 2 for mistakes caught
+before anything ran (``UsageError`` and its children), 1 for a job that ran
+and failed (``JobFailed``).
+"""
+
+from __future__ import annotations
+
+
+class OctoError(Exception):
+    """Base of every error octostore raises on purpose."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class UsageError(OctoError):
+    """Raised before anything starts: bad job file, option, config or address."""
+
+    exit_code = 2
+
+
+class ConfigError(UsageError):
+    """Raised when an option or config value is missing, unknown or out of range."""
+
+
+class JobError(UsageError):
+    """Raised when the job file breaks the contract (missing names, bad source, bad pairs)."""
+
+
+class UserCodeError(OctoError):
+    """Raised (with the user's own traceback text) when mapfn, reducefn, combinefn or final raises."""
+
+    def __init__(self, message: str, user_traceback: str, hint: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.user_traceback = user_traceback
+
+
+class JobFailed(OctoError):
+    """Raised by the coordinator when a job cannot finish; carries the cause's text."""
+
+
+class ProtocolError(OctoError):
+    """Raised at the protocol boundary when a peer sends a frame or message we refuse."""
+
+
+class AuthenticationError(ProtocolError):
+    """Raised by the handshake when a peer does not prove it holds the secret."""
+
+
+class ConnectionLost(OctoError):
+    """Raised at the protocol boundary when the peer went away (cleanly or mid-frame)."""
+
+
+class StoreError(UsageError):
+    """Raised when a job's stores are missing or damaged (unknown job id, bad files)."""
+
+
+class OctostoreInternalError(OctoError):
+    """Our bug, not yours: please report it with the traceback."""

@@ -1,0 +1,223 @@
+"""The job contract: load a job file once, check its names, ship its functions, the final() rule.
+
+A job is a Python file with module-level ``source``, ``mapfn`` and
+``reducefn``, and optionally ``final``, ``combinefn``, ``partitions`` and
+``partitionfn`` (docs/user-guide.md).  The file runs **once, on the
+coordinator**: ``source`` is built there and never on a worker (octo.py
+re-imported the script on every client, re-reading the whole data set).
+Workers get ``mapfn``, ``reducefn``, ``combinefn`` and ``partitionfn`` by
+value through cloudpickle, with the job module (and any module imported from
+the job's own folder) registered for pickling by value, so the helpers and
+imports those functions use still work on a worker that has only octostore.
+
+The final() rule: if reducefn returns a 2-tuple whose first item equals the
+key, the result is the second item (the guide's ``return key, len(values)``
+gives ``final("the", 5)``); anything else is the result as is.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import cloudpickle
+
+from .errors import JobError, UserCodeError
+
+REQUIRED = ("source", "mapfn", "reducefn")
+_OCTOSTORE_DIR = str(Path(__file__).resolve().parent)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerFunctions:
+    """What a worker needs of the job: its functions, never its data."""
+
+    job_name: str
+    mapfn: Callable[[Any, Any], Any]
+    reducefn: Callable[[Any, Any], Any]
+    combinefn: Callable[[Any, Any], Any] | None
+    partitionfn: Callable[[Any, int], int] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A loaded job file (coordinator side)."""
+
+    path: Path
+    module: ModuleType
+    source: Any
+    functions: WorkerFunctions
+    final: Callable[[Any, Any], Any] | None
+    partitions: int | None
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def load_job(path: Path) -> Job:
+    """Run the job file once and check the contract; raise JobError naming what is wrong."""
+    module = _exec_job_file(path)
+    names = vars(module)
+    missing = [name for name in REQUIRED if name not in names]
+    if missing:
+        raise JobError(
+            f"{path}: {_quote(missing)} {'is' if len(missing) == 1 else 'are'} not defined "
+            f"(required: source, mapfn, reducefn)",
+            _DEFINE_HINTS[missing[0]],
+        )
+    for name in ("mapfn", "reducefn", "final", "combinefn", "partitionfn"):
+        if names.get(name) is not None and not callable(names[name]):
+            raise JobError(f"{path}: {name} is a {type(names[name]).__name__}, not a function", _DEFINE_HINTS.get(name))
+    check_source(path, names["source"])
+    partitions = names.get("partitions")
+    if partitions is not None and (not isinstance(partitions, int) or isinstance(partitions, bool) or partitions < 1):
+        raise JobError(f"{path}: partitions must be a positive integer, not {partitions!r}")
+    _register_by_value(module, path.parent)
+    functions = WorkerFunctions(
+        path.name, names["mapfn"], names["reducefn"], names.get("combinefn"), names.get("partitionfn")
+    )
+    return Job(path, module, names["source"], functions, names.get("final"), partitions)
+
+
+_DEFINE_HINTS = {
+    "source": "define it at module level: source = {key: value, ...} (or an object with __iter__ and __getitem__)",
+    "mapfn": "define it at module level: def mapfn(key, value): yield k, v",
+    "reducefn": "define it at module level: def reducefn(key, values): return key, result",
+    "final": "define it at module level: def final(key, value): print(key, value)",
+    "combinefn": "define it at module level: def combinefn(key, values): return one_value",
+    "partitionfn": "define it at module level: def partitionfn(key, n): return an int in range(n)",
+}
+
+
+def _quote(names: list[str]) -> str:
+    return ", ".join(f"'{n}'" for n in names)
+
+
+def _exec_job_file(path: Path) -> ModuleType:
+    if not path.is_file():
+        raise JobError(f"{path}: no such job file", "octo submit takes the path of a .py file")
+    try:
+        code = compile(path.read_bytes(), str(path), "exec")
+    except SyntaxError as e:
+        raise JobError(f"{path}:{e.lineno}: {e.msg}", (e.text or "").strip() or None) from None
+    module_name = "octo_job_" + re.sub(r"\W", "_", path.stem)
+    spec = importlib.util.spec_from_loader(module_name, loader=None, origin=str(path))
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    module.__file__ = str(path)
+    sys.modules[module_name] = module
+    sys.path.insert(0, str(path.parent.resolve()))  # as `python job.py` would: helpers beside it import
+    try:
+        exec(code, vars(module))
+    except Exception as e:  # user code: show their traceback, not ours
+        raise UserCodeError(f"{path}: the job file raised {type(e).__name__}: {e}", format_user_traceback(e)) from None
+    return module
+
+
+def _register_by_value(module: ModuleType, job_dir: Path) -> None:
+    """Ship the job module, and modules imported from the job's folder, by value."""
+    cloudpickle.register_pickle_by_value(module)
+    root = str(job_dir.resolve())
+    for mod in list(sys.modules.values()):
+        file = getattr(mod, "__file__", None) or ""
+        if mod is not module and file.startswith(root + "/") and not file.startswith(_OCTOSTORE_DIR):
+            if "site-packages" not in file:
+                cloudpickle.register_pickle_by_value(mod)
+
+
+def check_source(path: Path, source: Any) -> None:
+    """Refuse a source that is not dict-like (needs __iter__ over keys and __getitem__)."""
+    if isinstance(source, (list, tuple, str, bytes, set, frozenset)):
+        raise JobError(
+            f"{path}: source is a {type(source).__name__}; it must be a dict or an object with "
+            f"__iter__ (keys) and __getitem__ (value for a key)",
+            "did you mean source = dict(enumerate(items))?",
+        )
+    missing = [m for m in ("__iter__", "__getitem__") if not hasattr(source, m)]
+    if missing:
+        raise JobError(
+            f"{path}: source ({type(source).__name__}) has no {' or '.join(missing)}; "
+            "it must be a dict or an object with __iter__ (keys) and __getitem__ (value for a key)",
+            _DEFINE_HINTS["source"],
+        )
+
+
+def check_pairs(path: Path, mapfn: Callable[[Any, Any], Any], key: Any, value: Any) -> None:
+    """Call mapfn once on the coordinator and check that it yields (key, value) pairs.
+
+    Only the first pair is drawn, so this is cheap; it turns the commonest
+    mistakes into an error before any worker starts."""
+    try:
+        result = mapfn(key, value)
+        first = next(iter(result), None) if _is_iterable(result) else result
+    except Exception as e:
+        raise UserCodeError(f"mapfn raised {type(e).__name__} on key {key!r}: {e}", format_user_traceback(e)) from None
+    problem = describe_bad_pairs(result, first)
+    if problem:
+        raise JobError(f"{path}: mapfn({key!r}, ...) {problem}", pair_hint(result))
+
+
+def _is_iterable(obj: Any) -> bool:
+    return hasattr(obj, "__iter__") and not isinstance(obj, (str, bytes, dict))
+
+
+def describe_bad_pairs(result: Any, first_item: Any) -> str | None:
+    """Say what is wrong with a mapfn result whose first item is `first_item`, or None."""
+    if not _is_iterable(result):
+        return f"returned {type(result).__name__} {_short(result)}, not an iterable of (key, value) pairs"
+    if first_item is None:
+        return None
+    if not isinstance(first_item, (tuple, list)) or len(first_item) != 2:
+        return f"yielded {_short(first_item)}, which is not a (key, value) pair"
+    return None
+
+
+def pair_hint(result: Any) -> str:
+    if isinstance(result, tuple) and len(result) == 2:
+        return "did you write `return k, v`? use `yield k, v`"
+    return "write mapfn as a generator: for ...: yield key, value"
+
+
+def _short(obj: Any) -> str:
+    text = repr(obj)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def pack_functions(functions: WorkerFunctions) -> bytes:
+    """Serialize the worker-side functions by value."""
+    return cloudpickle.dumps(functions)
+
+
+def unpack_functions(data: bytes) -> WorkerFunctions:
+    """Rebuild the worker-side functions (only ever called after the handshake)."""
+    functions = cloudpickle.loads(data)
+    if not isinstance(functions, WorkerFunctions):
+        raise JobError("the coordinator sent something that is not a job's functions")
+    return functions
+
+
+def result_value(key: Any, returned: Any) -> Any:
+    """Apply the final() rule to what reducefn returned for `key`."""
+    if type(returned) is tuple and len(returned) == 2:
+        try:
+            if returned[0] == key:
+                return returned[1]
+        except Exception:  # user types with odd __eq__: keep the value as returned
+            return returned
+    return returned
+
+
+def format_user_traceback(exc: BaseException) -> str:
+    """Format `exc` keeping only the user's frames (octostore's own are trimmed)."""
+    te = traceback.TracebackException.from_exception(exc)
+    frames = [f for f in te.stack if not f.filename.startswith(_OCTOSTORE_DIR) and "importlib" not in f.filename]
+    te.stack = traceback.StackSummary.from_list(frames)
+    return "".join(te.format())

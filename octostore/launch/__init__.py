@@ -1,0 +1,1 @@
+"""Starting workers: local processes now, SSH hosts later (#5)."""

@@ -1,0 +1,82 @@
+"""An authenticated, MAC-sealed message channel: asyncio for the coordinator, blocking for workers.
+
+The two classes are mirror images over the same frames, handshake and message
+codec; each is a thin shell so that the rules live in one place
+(``frames``, ``handshake``, ``messages``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+from .frames import Opener, Sealer, read_frame, recv_frame, send_frame, write_frame
+from .handshake import COORDINATOR_TO_WORKER, WORKER_TO_COORDINATOR, accept_handshake, connect_handshake
+from .messages import decode_message, encode_message
+
+
+class AsyncChannel:
+    """The coordinator's end of one worker connection (one asyncio task reads, any task writes)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, max_frame_bytes: int) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.max_frame_bytes = max_frame_bytes
+        self._sealer: Sealer | None = None
+        self._opener: Opener | None = None
+        self.bytes_in = 0
+        self.bytes_out = 0
+
+    async def authenticate(self, secret: bytes) -> None:
+        """Run the coordinator's half of the handshake; raise AuthenticationError on a bad peer."""
+        key = await accept_handshake(self.reader, self.writer, secret)
+        self._sealer = Sealer(key, COORDINATOR_TO_WORKER)
+        self._opener = Opener(key, WORKER_TO_COORDINATOR)
+
+    async def send(self, msg: Any) -> None:
+        """Send one message and wait until the transport has room again (backpressure)."""
+        assert self._sealer is not None, "send before authenticate"
+        payload = encode_message(msg)
+        write_frame(self.writer, payload, self._sealer.seal(payload))
+        self.bytes_out += len(payload)
+        await self.writer.drain()
+
+    async def recv(self) -> Any:
+        """Receive one message; raise ConnectionLost or ProtocolError."""
+        assert self._opener is not None, "recv before authenticate"
+        body = await read_frame(self.reader, self.max_frame_bytes)
+        self.bytes_in += len(body)
+        return decode_message(self._opener.open(body))
+
+    def close(self) -> None:
+        """Abort the connection (used after any error: the stream may be out of sync)."""
+        self.writer.close()
+
+
+class SyncChannel:
+    """A worker's end of its connection to the coordinator (blocking socket)."""
+
+    def __init__(self, sock: socket.socket, max_frame_bytes: int) -> None:
+        self.sock = sock
+        self.max_frame_bytes = max_frame_bytes
+        self._sealer: Sealer | None = None
+        self._opener: Opener | None = None
+
+    def authenticate(self, secret: bytes) -> None:
+        """Run the worker's half of the handshake; raise AuthenticationError on a bad coordinator."""
+        key = connect_handshake(self.sock, secret)
+        self._sealer = Sealer(key, WORKER_TO_COORDINATOR)
+        self._opener = Opener(key, COORDINATOR_TO_WORKER)
+
+    def send(self, msg: Any) -> None:
+        assert self._sealer is not None, "send before authenticate"
+        payload = encode_message(msg)
+        send_frame(self.sock, payload, self._sealer.seal(payload))
+
+    def recv(self) -> Any:
+        assert self._opener is not None, "recv before authenticate"
+        return decode_message(self._opener.open(recv_frame(self.sock, self.max_frame_bytes)))
+
+    def close(self) -> None:
+        self.sock.close()

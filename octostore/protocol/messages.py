@@ -1,0 +1,165 @@
+"""Every message a coordinator and a worker exchange, in one place.
+
+A message is a frozen dataclass; on the wire it is the msgpack array
+``[op, field1, field2, ...]`` (fields in declaration order).  msgpack, not
+pickle: a control message can never execute code, and bytes fields (blocks,
+pickled inputs) travel as raw ``bin`` without copies.  Pickled data inside a
+message is only ever unpickled after the handshake and the frame MAC checked.
+
+Conversation (the worker pulls, as in octo.py: first come, first served)::
+
+    worker                                coordinator
+    Hello          ->
+                   <-  Welcome            (job id, epoch, functions by value)
+    Ready          ->
+                   <-  MapTask, Input*, InputEnd      | ReduceTask, RunBlocks*, InputEnd | Shutdown
+    Segment*       ->                     (map output: sorted zstd blocks of one partition)
+    Results*       ->                     (reduce output blocks)
+    TaskDone       ->                     (commit; the next task is the ack)
+    TaskFailed     ->                     (user code raised: traceback text)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import msgpack
+
+from ..errors import ProtocolError
+
+MAP = "map"
+REDUCE = "reduce"
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    op: ClassVar[str] = "hello"
+    version: str
+    host: str
+    pid: int
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    op: ClassVar[str] = "welcome"
+    job_id: str
+    epoch: int
+    functions: bytes  # cloudpickle of the job's worker-side functions
+    settings: dict[str, Any]  # block_bytes, zstd_level, map_buffer_bytes, partitions
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    op: ClassVar[str] = "ready"
+
+
+@dataclass(frozen=True, slots=True)
+class MapTask:
+    op: ClassVar[str] = "map_task"
+    task: int
+    attempt: int
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReduceTask:
+    op: ClassVar[str] = "reduce_task"
+    task: int  # the partition
+    attempt: int
+    epoch: int
+    runs: int
+
+
+@dataclass(frozen=True, slots=True)
+class Input:
+    op: ClassVar[str] = "input"
+    items: bytes  # zstd(pickle(list of (source key, value)))
+
+
+@dataclass(frozen=True, slots=True)
+class RunBlocks:
+    op: ClassVar[str] = "run_blocks"
+    run: int  # index among the task's runs, 0..runs-1
+    blocks: list[bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class InputEnd:
+    op: ClassVar[str] = "input_end"
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    op: ClassVar[str] = "segment"
+    task: int
+    attempt: int
+    partition: int
+    run: int  # the worker's spill number within this attempt
+    blocks: list[bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class Results:
+    op: ClassVar[str] = "results"
+    task: int
+    attempt: int
+    blocks: list[bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskDone:
+    op: ClassVar[str] = "task_done"
+    kind: str  # MAP or REDUCE
+    task: int
+    attempt: int
+    epoch: int
+    stats: dict[str, int]  # records_in, pairs_out, ..., peak_rss_bytes
+
+
+@dataclass(frozen=True, slots=True)
+class TaskFailed:
+    op: ClassVar[str] = "task_failed"
+    kind: str
+    task: int
+    attempt: int
+    epoch: int
+    message: str  # one line: what raised, on which key
+    traceback: str  # the user's frames only
+    is_contract_error: bool  # the job broke the contract: retrying cannot help
+
+
+@dataclass(frozen=True, slots=True)
+class Shutdown:
+    op: ClassVar[str] = "shutdown"
+    reason: str
+
+
+_MESSAGES: dict[str, type] = {
+    cls.op: cls
+    for cls in (Hello, Welcome, Ready, MapTask, ReduceTask, Input, RunBlocks, InputEnd,
+                Segment, Results, TaskDone, TaskFailed, Shutdown)
+}
+_FIELDS: dict[type, tuple[str, ...]] = {cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in _MESSAGES.values()}
+
+
+def encode_message(msg: Any) -> bytes:
+    """Return the msgpack bytes of `msg`."""
+    return msgpack.packb([msg.op, *(getattr(msg, name) for name in _FIELDS[type(msg)])], use_bin_type=True)
+
+
+def decode_message(data: bytes | memoryview) -> Any:
+    """Return the message in `data`, or raise ProtocolError for anything malformed."""
+    try:
+        items = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True)
+    except (ValueError, msgpack.UnpackException) as e:
+        raise ProtocolError(f"undecodable message: {e}") from None
+    if not isinstance(items, list) or not items or not isinstance(items[0], str):
+        raise ProtocolError("message is not [op, fields...]")
+    cls = _MESSAGES.get(items[0])
+    if cls is None:
+        raise ProtocolError(f"unknown message op {items[0]!r}")
+    if len(items) - 1 != len(_FIELDS[cls]):
+        raise ProtocolError(f"message {items[0]!r} has {len(items) - 1} fields, expected {len(_FIELDS[cls])}")
+    return cls(*items[1:])

@@ -1,0 +1,28 @@
+"""Read a job's results back in key order: for final() and for ``octo results``.
+
+Each reduce task (partition) commits a sorted run of result blocks in the
+results store; a k-way merge over the partitions' runs gives every result in
+global key order without holding more than one block per partition.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Iterator
+from typing import Any
+
+from ..blocks import iter_run, merge_runs
+from ..keys import decode_key
+from .segments import SegmentStore
+from .state import StateStore, TaskState
+
+
+def iter_results(state: StateStore, results: SegmentStore) -> Iterator[tuple[Any, Any]]:
+    """Yield (key, value) for every committed result, in key order."""
+    runs = [
+        iter_run(results.iter_blocks(record.output))
+        for _, record in state.tasks("reduce")
+        if record.state is TaskState.DONE and record.output
+    ]
+    for key_enc, _, payload in merge_runs(runs):
+        yield decode_key(key_enc), pickle.loads(payload)

@@ -1,0 +1,93 @@
+"""A segment store: opaque blocks under keys (segment id, block number), appended only.
+
+One store per reduce partition holds the map side's output (the spill store),
+and one per job holds reduce output (the results store).  A *segment* is the
+blocks of one message from a worker; a *run* (one sorted output of one map
+attempt for one partition) is a list of segments, recorded in the state store
+only when its task commits.
+
+Keys are ``segment_id`` (8 bytes) + ``block_no`` (4 bytes), big-endian, and
+segment ids only grow, so every insert is an append (``putmulti(append=True)``,
+~13 M pairs/s against ~70 k/s for per-pair records; see docs/architecture.md).
+A whole segment is written in one transaction, so segments of different
+workers arriving interleaved still append in order.
+
+Trap: ``putmulti(append=True)`` silently drops a key that is not greater than
+the last one.  ``append_segment`` checks ``consumed == added`` and raises.
+
+Durability: opened with ``sync=False`` (measured in the brief: every
+acknowledged commit survived ``kill -9``; only an OS crash can lose the tail,
+and then the state store, which is synced, does not reference it yet).
+Segments no committed task references are garbage; ``delete_segments`` drops
+them and deleting the directory drops a finished job's spill.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import lmdb
+
+from ..errors import OctostoreInternalError
+from . import lmdbenv
+
+_KEY = struct.Struct(">QI")
+
+
+class SegmentStore:
+    """Append-only blocks of segments in one LMDB environment (single writer: the coordinator)."""
+
+    def __init__(self, path: Path, map_size_bytes: int, *, readonly: bool = False) -> None:
+        self.path = path
+        self.env = lmdbenv.open_env(path, map_size_bytes, sync=False, readonly=readonly)
+        self._next_id = self._last_segment_id() + 1
+
+    def _last_segment_id(self) -> int:
+        with self.env.begin() as txn, txn.cursor() as cur:
+            return _KEY.unpack(cur.key())[0] if cur.last() else 0
+
+    def append_segment(self, blocks: list[bytes]) -> int:
+        """Store `blocks` as a new segment and return its id (ids grow from 1)."""
+        segment_id = self._next_id
+        items = [(_KEY.pack(segment_id, i), block) for i, block in enumerate(blocks)]
+
+        def put(txn: lmdb.Transaction) -> None:
+            consumed, added = txn.cursor().putmulti(items, append=True)
+            if consumed != len(items) or added != len(items):
+                raise OctostoreInternalError(
+                    f"{self.path}: segment {segment_id} appended {added} of {len(items)} blocks (keys out of order)"
+                )
+
+        lmdbenv.write(self.env, put)
+        self._next_id += 1
+        return segment_id
+
+    def iter_blocks(self, segment_ids: Iterable[int]) -> Iterator[bytes]:
+        """Yield the blocks of the given segments, in order (one read transaction)."""
+        with self.env.begin() as txn, txn.cursor() as cur:
+            for segment_id in segment_ids:
+                if not cur.set_range(_KEY.pack(segment_id, 0)):
+                    continue
+                for key, block in cur:
+                    if _KEY.unpack(key)[0] != segment_id:
+                        break
+                    yield block
+
+    def delete_segments(self, segment_ids: Iterable[int]) -> None:
+        """Delete the blocks of the given segments (idempotent)."""
+        ids = sorted(set(segment_ids))
+
+        def delete(txn: lmdb.Transaction) -> None:
+            cur = txn.cursor()
+            for segment_id in ids:
+                if cur.set_range(_KEY.pack(segment_id, 0)):
+                    while cur.key() and _KEY.unpack(cur.key())[0] == segment_id:
+                        if not cur.delete():
+                            break
+
+        lmdbenv.write(self.env, delete)
+
+    def close(self) -> None:
+        self.env.close()

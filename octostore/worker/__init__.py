@@ -1,0 +1,1 @@
+"""The worker: connects, authenticates, pulls tasks, runs the job's map and reduce functions."""

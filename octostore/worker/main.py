@@ -1,0 +1,234 @@
+"""A worker's life: connect (retrying while the coordinator starts), authenticate, pull tasks.
+
+The loop reads as its steps: send Ready, receive a task (or Shutdown), run it,
+report TaskDone or TaskFailed, repeat.  A task's inputs arrive as a stream of
+messages ended by InputEnd; the worker always reads to InputEnd, even after
+user code failed, so the connection stays in step.
+
+User code runs in this thread.  An exception in it becomes TaskFailed with the
+user's own traceback (octostore frames trimmed) and a first line that names
+the function and the key; the coordinator decides whether to retry.
+
+A local worker (``--watch-stdin``) also exits as soon as its stdin closes:
+the coordinator holds the other end of that pipe, so when the coordinator
+dies, for any reason including ``kill -9``, its workers die too.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import resource
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import zstandard
+
+from .. import __version__
+from ..errors import ConnectionLost, JobError, ProtocolError, UsageError
+from ..job import WorkerFunctions, format_user_traceback, unpack_functions
+from ..protocol.channel import SyncChannel
+from ..protocol.messages import (
+    MAP, REDUCE, Hello, Input, InputEnd, MapTask, Ready, ReduceTask, Results, RunBlocks, Segment,
+    Shutdown, TaskDone, TaskFailed, Welcome,
+)
+from .mapside import MapOutput
+from .reduceside import ReceivedRuns, ReduceFailed, reduce_runs
+
+log = logging.getLogger(__name__)
+
+SEGMENT_BYTES = 8 * 1024 * 1024
+"""Blocks per Segment message: big enough to amortise a frame, small enough to interleave workers."""
+
+
+def connect(address: tuple[str, int], wait_s: float) -> socket.socket:
+    """Connect to the coordinator, retrying for up to `wait_s` seconds while it starts."""
+    deadline = time.monotonic() + wait_s
+    delay = 0.1
+    while True:
+        try:
+            sock = socket.create_connection(address, timeout=10)
+        except OSError as e:
+            if time.monotonic() + delay > deadline:
+                raise UsageError(
+                    f"cannot reach the coordinator at {address[0]}:{address[1]} after {wait_s:.0f} s: {e.strerror or e}",
+                    "is `octo server` running there? check the address, the port and any firewall",
+                ) from None
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+            continue
+        sock.settimeout(None)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        return sock
+
+
+def run_worker(address: tuple[str, int], secret: bytes, *, wait_s: float = 30.0, max_frame_bytes: int) -> None:
+    """Work for the coordinator at `address` until it says the job is over."""
+    channel = SyncChannel(connect(address, wait_s), max_frame_bytes)
+    try:
+        channel.authenticate(secret)
+        channel.send(Hello(__version__, socket.gethostname(), os.getpid()))
+        welcome = channel.recv()
+        if not isinstance(welcome, Welcome):
+            raise ProtocolError(f"expected welcome, got {welcome.op}")
+        log.info("worker %d: joined job %s at %s:%d", os.getpid(), welcome.job_id, *address)
+        Worker(channel, unpack_functions(welcome.functions), welcome.settings).serve()
+    finally:
+        channel.close()
+
+
+def watch_stdin() -> None:
+    """Exit the process when stdin reaches EOF (the coordinator that started us is gone)."""
+
+    def wait_for_eof() -> None:
+        # os.read on the raw fd, not sys.stdin.buffer: a daemon thread blocked inside
+        # the buffered reader holds its lock and aborts interpreter shutdown.
+        while os.read(0, 65536):
+            pass
+        os._exit(0)
+
+    threading.Thread(target=wait_for_eof, name="stdin-watchdog", daemon=True).start()
+
+
+class Worker:
+    """Runs the tasks a coordinator hands out over one channel."""
+
+    def __init__(self, channel: SyncChannel, functions: WorkerFunctions, settings: dict[str, Any]) -> None:
+        self.channel = channel
+        self.functions = functions
+        self.settings = settings
+        self._decompressor = zstandard.ZstdDecompressor()
+
+    def serve(self) -> None:
+        while True:
+            self.channel.send(Ready())
+            msg = self.channel.recv()
+            if isinstance(msg, Shutdown):
+                log.info("worker %d: coordinator says %s", os.getpid(), msg.reason)
+                return
+            if isinstance(msg, MapTask):
+                self.run_map_task(msg)
+            elif isinstance(msg, ReduceTask):
+                self.run_reduce_task(msg)
+            else:
+                raise ProtocolError(f"expected a task, got {msg.op}")
+
+    # -- map ------------------------------------------------------------------------------
+
+    def run_map_task(self, task: MapTask) -> None:
+        sent = [0]
+
+        def emit(partition: int, run: int, blocks: list[bytes]) -> None:
+            for batch in _batches(blocks, SEGMENT_BYTES):
+                sent[0] += sum(len(b) for b in batch)
+                self.channel.send(Segment(task.task, task.attempt, partition, run, batch))
+
+        output = MapOutput(
+            self.functions, self.settings["partitions"], buffer_bytes=self.settings["map_buffer_bytes"],
+            block_bytes=self.settings["block_bytes"], zstd_level=self.settings["zstd_level"], emit=emit,
+        )
+        failure: TaskFailed | None = None
+        for items in self._inputs():
+            if failure is None:
+                failure = self._map_items(task, output, items)
+        if failure is None:
+            failure = self._guard(task, MAP, "combinefn", None, output.spill)
+        if failure is not None:
+            self.channel.send(failure)
+            return
+        stats = {"records_in": output.records_in, "pairs_out": output.pairs_out, "runs": output.runs,
+                 "bytes_out": sent[0], "peak_rss_bytes": _peak_rss_bytes()}
+        self.channel.send(TaskDone(MAP, task.task, task.attempt, task.epoch, stats))
+
+    def _map_items(self, task: MapTask, output: MapOutput, items: list[tuple[Any, Any]]) -> TaskFailed | None:
+        for key, value in items:
+            failure = self._guard(task, MAP, "mapfn", key, output.map_record, key, value)
+            if failure is not None:
+                return failure
+        return None
+
+    def _inputs(self) -> Iterator[Any]:
+        """Yield the payload of each Input (or RunBlocks) message until InputEnd."""
+        while True:
+            msg = self.channel.recv()
+            if isinstance(msg, InputEnd):
+                return
+            if isinstance(msg, Input):
+                yield pickle.loads(self._decompressor.decompress(msg.items))
+            elif isinstance(msg, RunBlocks):
+                yield msg
+            else:
+                raise ProtocolError(f"expected task input, got {msg.op}")
+
+    # -- reduce ---------------------------------------------------------------------------
+
+    def run_reduce_task(self, task: ReduceTask) -> None:
+        received = ReceivedRuns(task.runs)
+        try:
+            for msg in self._inputs():
+                received.add(msg.run, msg.blocks)
+            sent = [0]
+
+            def emit(blocks: list[bytes]) -> None:
+                sent[0] += sum(len(b) for b in blocks)
+                self.channel.send(Results(task.task, task.attempt, blocks))
+
+            keys = [0]
+
+            def reduce() -> None:
+                keys[0] = reduce_runs(self.functions, received.runs(), block_bytes=self.settings["block_bytes"],
+                                      zstd_level=self.settings["zstd_level"], emit=emit)
+
+            failure = self._guard(task, REDUCE, "reducefn", None, reduce)
+        finally:
+            received.close()
+        if failure is not None:
+            self.channel.send(failure)
+            return
+        stats = {"bytes_in": received.bytes, "keys": keys[0], "bytes_out": sent[0], "peak_rss_bytes": _peak_rss_bytes()}
+        self.channel.send(TaskDone(REDUCE, task.task, task.attempt, task.epoch, stats))
+
+    # -- failures -------------------------------------------------------------------------
+
+    def _guard(self, task: MapTask | ReduceTask, kind: str, fn_name: str, key: Any, fn: Any, *args: Any) -> TaskFailed | None:
+        """Run `fn`; turn an exception from user code into a TaskFailed message."""
+        try:
+            fn(*args)
+        except JobError as e:
+            return TaskFailed(kind, task.task, task.attempt, task.epoch, e.message + (f"\nhint: {e.hint}" if e.hint else ""), "", True)
+        except ReduceFailed as e:
+            return self._failed(task, kind, "reducefn", e.key, e.cause)
+        except Exception as e:  # user code: mapfn, combinefn, partitionfn
+            return self._failed(task, kind, fn_name, key, e)
+        return None
+
+    def _failed(self, task: MapTask | ReduceTask, kind: str, fn_name: str, key: Any, e: BaseException) -> TaskFailed:
+        where = f" on key {key!r:.80}" if key is not None else ""
+        message = f"{fn_name} raised {type(e).__name__}{where} ({kind} task {task.task}, attempt {task.attempt}): {e}"
+        return TaskFailed(kind, task.task, task.attempt, task.epoch, message, format_user_traceback(e), False)
+
+
+def _batches(blocks: list[bytes], max_bytes: int) -> Iterator[list[bytes]]:
+    batch: list[bytes] = []
+    size = 0
+    for block in blocks:
+        if batch and size + len(block) > max_bytes:
+            yield batch
+            batch, size = [], 0
+        batch.append(block)
+        size += len(block)
+    if batch:
+        yield batch
+
+
+def _peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+__all__ = ["run_worker", "watch_stdin", "connect", "ConnectionLost"]

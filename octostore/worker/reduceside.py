@@ -1,0 +1,166 @@
+"""Reduce side: keep a partition's runs on local disk, merge them, call reducefn per key.
+
+The coordinator streams the runs of one partition to the worker; they go to
+an unlinked temporary file (``ReceivedRuns``), so a partition larger than
+memory costs disk, not RAM.  A k-way merge (``blocks.merge_runs``) then reads
+one block per run at a time, and equal keys are grouped into a ``Values``.
+
+``Values`` is what reducefn receives: ``len()`` is the sum of the records'
+counts, so the guide's ``len(values)`` never unpickles a value; iteration
+unpickles one record (at most ``MAX_VALUES_PER_RECORD`` values) at a time; and
+when a key's serialized values pass ``VALUES_MEMORY_BYTES`` they move to a
+temporary file, so one key with more values than fit in memory streams from
+disk.  A ``Values`` can be iterated more than once.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from typing import IO, Any
+
+from ..blocks import Record, iter_run, merge_runs, pack_blocks
+from ..job import WorkerFunctions, result_value
+from ..keys import decode_key
+
+VALUES_MEMORY_BYTES = 32 * 1024 * 1024
+"""Serialized values of one key held in memory before they move to a temporary file."""
+
+RESULT_BATCH_BYTES = 4 * 1024 * 1024
+"""Reduce output sent to the coordinator per message."""
+
+
+class ReceivedRuns:
+    """The runs of one reduce attempt, in an unlinked temporary file with a block index."""
+
+    def __init__(self, runs: int, tmp_dir: str | None = None) -> None:
+        self._file: IO[bytes] = tempfile.TemporaryFile(prefix="octo-runs-", dir=tmp_dir)
+        self._index: list[list[tuple[int, int]]] = [[] for _ in range(runs)]
+        self._end = 0
+        self.bytes = 0
+
+    def add(self, run: int, blocks: Iterable[bytes]) -> None:
+        """Append the next blocks of `run`."""
+        for block in blocks:
+            self._file.write(block)
+            self._index[run].append((self._end, len(block)))
+            self._end += len(block)
+            self.bytes += len(block)
+
+    def runs(self) -> list[Iterator[bytes]]:
+        """Return one block iterator per run (call after the last add)."""
+        self._file.flush()
+        return [self._blocks(index) for index in self._index]
+
+    def _blocks(self, index: list[tuple[int, int]]) -> Iterator[bytes]:
+        fd = self._file.fileno()
+        for offset, length in index:
+            yield os.pread(fd, length, offset)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class Values:
+    """The values of one key: a lazy, re-iterable sequence with a cheap len()."""
+
+    __slots__ = ("_count", "_payloads", "_held_bytes", "_file", "_lengths")
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._payloads: list[bytes] = []
+        self._held_bytes = 0
+        self._file: IO[bytes] | None = None
+        self._lengths: list[int] = []
+
+    def add(self, count: int, payload: bytes) -> None:
+        self._count += count
+        if self._file is not None:
+            self._file.write(payload)
+            self._lengths.append(len(payload))
+            return
+        self._payloads.append(payload)
+        self._held_bytes += len(payload)
+        if self._held_bytes > VALUES_MEMORY_BYTES:
+            self._move_to_disk()
+
+    def _move_to_disk(self) -> None:
+        self._file = tempfile.TemporaryFile(prefix="octo-values-")
+        for payload in self._payloads:
+            self._file.write(payload)
+            self._lengths.append(len(payload))
+        self._payloads, self._held_bytes = [], 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator[Any]:
+        for payload in self._iter_payloads():
+            yield from pickle.loads(payload)
+
+    def _iter_payloads(self) -> Iterator[bytes]:
+        if self._file is None:
+            yield from self._payloads
+            return
+        self._file.flush()
+        offset, fd = 0, self._file.fileno()
+        for length in self._lengths:
+            yield os.pread(fd, length, offset)
+            offset += length
+
+    def __repr__(self) -> str:
+        return f"<octostore values: {self._count} values>"
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+def group_values(records: Iterable[Record]) -> Iterator[tuple[bytes, Values]]:
+    """Group a key-sorted record stream into (key_enc, Values), streaming."""
+    current: bytes | None = None
+    values = Values()
+    for key_enc, count, payload in records:
+        if key_enc != current:
+            if current is not None:
+                yield current, values
+                values.close()
+            current, values = key_enc, Values()
+        values.add(count, payload)
+    if current is not None:
+        yield current, values
+        values.close()
+
+
+class ReduceFailed(Exception):
+    """reducefn raised on a key; carries the key for the message."""
+
+    def __init__(self, key: Any, cause: BaseException) -> None:
+        super().__init__(key)
+        self.key = key
+        self.cause = cause
+
+
+def reduce_runs(functions: WorkerFunctions, runs: list[Iterator[bytes]], *, block_bytes: int,
+                zstd_level: int, emit: Callable[[list[bytes]], None]) -> int:
+    """Merge `runs`, call reducefn per key and emit result blocks; return the number of keys."""
+    out: list[Record] = []
+    out_bytes = keys = 0
+    for key_enc, values in group_values(merge_runs([iter_run(r) for r in runs])):
+        key = decode_key(key_enc)
+        try:
+            returned = functions.reducefn(key, values)
+        except Exception as e:  # user code
+            raise ReduceFailed(key, e) from e
+        payload = pickle.dumps(result_value(key, returned), protocol=5)
+        out.append((key_enc, 1, payload))
+        out_bytes += len(key_enc) + len(payload)
+        keys += 1
+        if out_bytes >= RESULT_BATCH_BYTES:
+            emit(list(pack_blocks(out, block_bytes, zstd_level)))
+            out, out_bytes = [], 0
+    if out:
+        emit(list(pack_blocks(out, block_bytes, zstd_level)))
+    return keys

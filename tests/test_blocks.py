@@ -1,0 +1,156 @@
+"""Tests for octostore.blocks: pack and unpack, block sizes, the k-way merge, grouping."""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Iterator
+from operator import itemgetter
+
+import pytest
+import zstandard
+
+from octostore.blocks import (
+    BLOCK_BYTES,
+    Record,
+    group_records,
+    iter_run,
+    merge_runs,
+    pack_blocks,
+    unpack_block,
+)
+from octostore.keys import encode_key
+
+HEADER_BYTES = 12  # >III
+
+
+def record_bytes(record: Record) -> int:
+    return HEADER_BYTES + len(record[0]) + len(record[2])
+
+
+def sorted_records(count: int, seed: int, distinct_keys: int = 1_000_000) -> list[Record]:
+    """Records sorted by key_enc with random counts and payloads; small distinct_keys repeats keys."""
+    rng = random.Random(seed)
+    records = [
+        (
+            encode_key(f"key-{rng.randrange(distinct_keys):07d}"),
+            rng.randint(1, 5),
+            rng.randbytes(rng.randint(0, 100)),
+        )
+        for _ in range(count)
+    ]
+    return sorted(records, key=itemgetter(0))
+
+
+def test_round_trip_across_many_blocks() -> None:
+    records = sorted_records(5_000, seed=1)
+    block_bytes = 8 * 1024
+    blocks = list(pack_blocks(records, block_bytes=block_bytes))
+    assert len(blocks) > 1
+    largest_record = max(record_bytes(r) for r in records)
+    sizes = [zstandard.frame_content_size(block) for block in blocks]
+    for size in sizes[:-1]:  # every block but the last closed on reaching block_bytes
+        assert block_bytes <= size < block_bytes + largest_record
+    assert 0 < sizes[-1] < block_bytes + largest_record
+    assert sum(sizes) == sum(record_bytes(r) for r in records)
+    assert list(iter_run(blocks)) == records
+
+
+def test_default_block_size_and_level() -> None:
+    records = sorted_records(20_000, seed=2)
+    blocks = list(pack_blocks(records))
+    sizes = [zstandard.frame_content_size(block) for block in blocks]
+    assert len(blocks) > 1 and all(BLOCK_BYTES <= size < BLOCK_BYTES + 200 for size in sizes[:-1])
+    assert list(iter_run(pack_blocks(records, level=9))) == records
+
+
+def test_record_bigger_than_a_block_makes_one_big_block() -> None:
+    big = (encode_key("big"), 3, b"x" * 100_000)
+    records = [(encode_key("a"), 1, b"small"), big, (encode_key("c"), 1, b"after")]
+    blocks = list(pack_blocks(records, block_bytes=4096))
+    assert len(blocks) == 2
+    assert zstandard.frame_content_size(blocks[0]) == record_bytes(records[0]) + record_bytes(big)
+    assert list(unpack_block(blocks[0])) == records[:2]
+    assert list(unpack_block(blocks[1])) == records[2:]
+
+
+def test_no_records_make_no_blocks() -> None:
+    assert list(pack_blocks([])) == []
+    assert list(iter_run([])) == []
+
+
+def test_long_key_round_trips() -> None:
+    key_enc = encode_key("k" * 10_000)
+    records = [(key_enc, 1, b"v"), (key_enc + b"z", 2, b"")]
+    blocks = list(pack_blocks(records, block_bytes=1024))
+    assert len(blocks) == 2
+    assert list(iter_run(blocks)) == records
+
+
+def test_unpacked_fields_are_bytes() -> None:
+    [record] = list(iter_run(pack_blocks([(b"k", 7, b"p")])))
+    assert record == (b"k", 7, b"p")
+    assert type(record[0]) is bytes and type(record[2]) is bytes
+
+
+def test_merge_runs_matches_a_stable_sort() -> None:
+    # Payloads say (run, position), so a tie that comes out of order shows.
+    rng = random.Random(3)
+    runs: list[list[Record]] = []
+    for run in range(5):
+        keys = sorted(encode_key(rng.randrange(50)) for _ in range(rng.randint(0, 400)))
+        runs.append([(key, 1, f"{run}:{i}".encode()) for i, key in enumerate(keys)])
+    expected = sorted((r for run in runs for r in run), key=itemgetter(0))
+    packed = [list(pack_blocks(run, block_bytes=512)) for run in runs]
+    assert list(merge_runs([iter_run(blocks) for blocks in packed])) == expected
+
+
+def test_merge_runs_streams() -> None:
+    def counting(step: int) -> Iterator[Record]:  # an infinite sorted run
+        n = 0
+        while True:
+            yield (n.to_bytes(8, "big"), 1, b"")
+            n += step
+
+    first = [r[0] for _, r in zip(range(6), merge_runs([counting(2), counting(3)]))]
+    assert [int.from_bytes(k, "big") for k in first] == [0, 0, 2, 3, 4, 6]
+
+
+def test_group_records_groups_adjacent_equal_keys() -> None:
+    records = [(b"a", 1, b"1"), (b"a", 2, b"22"), (b"b", 1, b"x"), (b"c", 1, b"y"), (b"c", 3, b"zzz")]
+    assert list(group_records(records)) == [
+        (b"a", [(1, b"1"), (2, b"22")]),
+        (b"b", [(1, b"x")]),
+        (b"c", [(1, b"y"), (3, b"zzz")]),
+    ]
+    assert list(group_records([])) == []
+
+
+def test_group_records_over_merged_runs() -> None:
+    runs = [sorted_records(300, seed=s, distinct_keys=40) for s in range(4)]
+    groups = list(group_records(merge_runs(runs)))
+    assert [key for key, _ in groups] == sorted({r[0] for run in runs for r in run})
+    assert sum(len(values) for _, values in groups) == 1_200
+
+
+def test_pack_and_unpack_from_many_threads() -> None:
+    # One compressor per thread: concurrent packing must not mix up blocks.
+    results: dict[int, list[Record]] = {}
+    inputs = {t: sorted_records(2_000, seed=10 + t) for t in range(4)}
+
+    def work(t: int) -> None:
+        results[t] = list(iter_run(pack_blocks(inputs[t], block_bytes=2048)))
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in inputs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == inputs
+
+
+def test_damaged_block_is_refused() -> None:
+    whole = zstandard.ZstdDecompressor().decompress(next(pack_blocks([(b"key", 1, b"payload")])))
+    cut = zstandard.ZstdCompressor().compress(whole[:-3])
+    with pytest.raises(ValueError, match="damaged block: a record needs bytes up to 22, the block holds 19"):
+        list(unpack_block(cut))

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..config import MAX_DEFAULT_MAP_TASKS, Config
+from ..config import Config
 from ..errors import JobError, JobFailed, UsageError, UserCodeError
 from ..home import JobPaths, job_paths, new_job_id
 from ..job import Job, check_pairs, format_user_traceback, load_job
@@ -71,7 +71,7 @@ def submit_job(job_path: Path, config: Config, secret: bytes, *, job_id: str | N
     if paths.root.exists():
         raise UsageError(f"job {job_id!r} already exists in {paths.root}", "choose another --job-id")
     partitions = config.resolved_partitions(job.partitions)
-    manifest = _plan_map_tasks(job, keys, config.map_tasks)
+    manifest = _plan_map_tasks(keys, config.resolved_map_tasks(len(keys)))
     state = _create_state(paths, config, job, job_id, manifest, partitions)
     log.info("job %s: %s, %d source keys, %d map tasks, %d partitions", job_id, job.name, len(keys),
              len(manifest), partitions)
@@ -97,9 +97,8 @@ def _source_keys(job: Job) -> list[Any]:
                             format_user_traceback(e)) from None
 
 
-def _plan_map_tasks(job: Job, keys: list[Any], map_tasks: int | None) -> list[list[Any]]:
-    """Split the source keys into contiguous map tasks."""
-    count = min(len(keys), map_tasks or MAX_DEFAULT_MAP_TASKS)
+def _plan_map_tasks(keys: list[Any], count: int) -> list[list[Any]]:
+    """Split the source keys into `count` contiguous map tasks of near-equal key counts."""
     if count == 0:
         return []
     per_task, extra = divmod(len(keys), count)

@@ -30,7 +30,7 @@ def start_local_workers(count: int, address: tuple[str, int], secret: bytes) -> 
     for _ in range(count):
         proc = subprocess.Popen(
             [sys.executable, "-m", "octostore.worker", f"{address[0]}:{address[1]}"],
-            stdin=subprocess.PIPE, stdout=sys.stderr.fileno(), stderr=None, close_fds=True,
+            stdin=subprocess.PIPE, stdout=2, stderr=None, close_fds=True,  # stdout -> our fd 2
         )
         assert proc.stdin is not None
         proc.stdin.write(secret.hex().encode() + b"\n")

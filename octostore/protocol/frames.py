@@ -39,7 +39,7 @@ MAC_BYTES = 32
 
 def parse_length(header: bytes, max_bytes: int) -> int:
     """Return the body length announced by `header`, refusing anything above `max_bytes`."""
-    (length,) = _HEADER.unpack(header)
+    length: int = _HEADER.unpack(header)[0]
     if length > max_bytes:
         raise ProtocolError(f"peer announced a {length}-byte frame; the limit is {max_bytes}")
     return length
@@ -115,7 +115,7 @@ class Sealer:
         self._direction = direction
         self._seq = 0
 
-    def seal(self, payload: bytes) -> bytes:
+    def seal(self, payload: bytes | memoryview) -> bytes:
         """Return the MAC to append to `payload` (and advance the sequence number)."""
         mac = hmac.new(self._key, self._direction + self._seq.to_bytes(8, "big"), hashlib.sha256)
         mac.update(payload)

@@ -146,7 +146,8 @@ _FIELDS: dict[type, tuple[str, ...]] = {cls: tuple(f.name for f in dataclasses.f
 
 def encode_message(msg: Any) -> bytes:
     """Return the msgpack bytes of `msg`."""
-    return msgpack.packb([msg.op, *(getattr(msg, name) for name in _FIELDS[type(msg)])], use_bin_type=True)
+    data: bytes = msgpack.packb([msg.op, *(getattr(msg, name) for name in _FIELDS[type(msg)])], use_bin_type=True)
+    return data
 
 
 def decode_message(data: bytes | memoryview) -> Any:

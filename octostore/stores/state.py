@@ -66,7 +66,8 @@ class TaskRecord:
     last_error: str = ""
 
     def pack(self) -> bytes:
-        return msgpack.packb([self.state.value, self.failures, self.committed_attempt, self.output, self.last_error])
+        data: bytes = msgpack.packb([self.state.value, self.failures, self.committed_attempt, self.output, self.last_error])
+        return data
 
     @classmethod
     def unpack(cls, data: bytes) -> TaskRecord:
@@ -126,7 +127,8 @@ class StateStore:
             data = txn.get(task.to_bytes(8, "big"))
         if data is None:
             raise StoreError(f"map task {task} is missing from the manifest")
-        return pickle.loads(data)
+        keys: list[Any] = pickle.loads(data)
+        return keys
 
     def task(self, kind: str, task: int) -> TaskRecord:
         with self.env.begin(db=self._tasks) as txn:
@@ -151,7 +153,7 @@ class StateStore:
 
         def put(txn: lmdb.Transaction) -> bool:
             key = task_key(kind, task)
-            record = TaskRecord.unpack(txn.get(key, db=self._tasks))
+            record = self._record(txn, key)
             if record.state is TaskState.DONE:
                 return False
             record.state, record.committed_attempt, record.output = TaskState.DONE, attempt, output
@@ -165,7 +167,7 @@ class StateStore:
 
         def put(txn: lmdb.Transaction) -> TaskRecord:
             key = task_key(kind, task)
-            record = TaskRecord.unpack(txn.get(key, db=self._tasks))
+            record = self._record(txn, key)
             if record.state is TaskState.DONE:
                 return record
             record.failures += 1
@@ -176,6 +178,12 @@ class StateStore:
             return record
 
         return lmdbenv.write(self.env, put)
+
+    def _record(self, txn: lmdb.Transaction, key: bytes) -> TaskRecord:
+        data = txn.get(key, db=self._tasks)
+        if data is None:
+            raise StoreError(f"task {key.decode()} is missing from the state store")
+        return TaskRecord.unpack(bytes(data))
 
     def close(self) -> None:
         self.env.close()

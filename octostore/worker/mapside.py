@@ -1,44 +1,46 @@
 """Map side: run mapfn, group pairs in a bounded buffer, spill sorted runs of zstd blocks.
 
-For each input (source key, value) the worker calls ``mapfn`` and groups the
-pairs in a dict ``key -> [values]``: one dict operation per pair, and the
-reducer still sees every value (``len(values)`` stays exact; nothing is
-combined unless the job defines ``combinefn``).  When the buffer's estimated
-size passes ``buffer_bytes`` it is *spilled*: each distinct key is encoded
-(``keys.encode_key``) and partitioned by a stable hash of its encoding, each
-partition's records are sorted by encoded key, packed into ~128 KiB zstd
-blocks and handed to ``emit`` (which streams them to the coordinator).  Memory
-is bounded by the buffer whatever the input size; a task may produce several
-runs.
+For each input (source key, value) the worker calls ``mapfn`` and takes its
+pairs in chunks of ``_CHUNK`` (``islice``: the user's generator runs in a C
+loop).  A chunk whose values are all the identical object (the word count's
+``1``) is counted with a ``Counter`` per such value (run-length form, see
+values.py); any other chunk is grouped into ``key -> [values]``.  Either way
+the reducer sees every value: nothing is combined unless the job defines
+``combinefn`` (then the run-length path is skipped and each key's list is
+combined at spill time).
 
-The buffer size is an estimate, updated every ``_CHECK_EVERY`` pairs from a
-sample of the current pair, because measuring every pair would cost as much
-as the grouping itself.
+When the buffer's estimated size passes ``buffer_bytes`` it is *spilled*: each
+distinct key is encoded (``keys.encode_key``) and partitioned by a stable hash
+of its encoding, each partition's records are sorted by encoded key, packed
+into ~128 KiB zstd blocks and handed to ``emit`` (which streams them to the
+coordinator).  Memory is bounded by the buffer whatever the input size; a
+task may produce several runs.  The size is an estimate, refreshed per chunk
+from a sample, because measuring every pair would cost as much as grouping.
 
-Grouping happens on the Python key (a dict), so keys Python considers equal
-(``1``, ``1.0``, ``True``) group together, which is also what the key encoding
-does; the few encodings that can still collide (NaNs) are merged after
-sorting.
+Grouping happens on the Python key, so keys Python considers equal (``1``,
+``1.0``, ``True``) group together, which is also what the key encoding does;
+the few encodings that can still collide (NaNs) meet after sorting, as
+neighbouring records of one key.
 """
 
 from __future__ import annotations
 
-import pickle
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterator
-from operator import itemgetter
+from itertools import islice, repeat
+from operator import is_, itemgetter
 from typing import Any
 
 from ..blocks import Record, pack_blocks
 from ..errors import JobError
 from ..job import WorkerFunctions, describe_bad_pairs, pair_hint
 from ..keys import UnsupportedKeyError, encode_key, partition_of
+from .values import MAX_VALUES_PER_RECORD, pack_list, pack_repeated
 
-_CHECK_EVERY = 1 << 14  # pairs between buffer-size estimates
-_KEY_OVERHEAD = 120  # bytes per distinct key beyond the key itself: dict slot, list header
-MAX_VALUES_PER_RECORD = 1 << 16
-"""Values of one key are split into records of at most this many, so no record
-(and no block) grows with a hot key."""
+_CHUNK = 4096  # pairs taken from mapfn at a time
+_KEY_OVERHEAD = 120  # bytes per distinct key beyond the key itself: dict slot, list or count
+_MAX_REPEATED = 8  # distinct repeated values counted run-length before falling back to lists
 
 Emit = Callable[[int, int, list[bytes]], None]  # (partition, run, blocks)
 
@@ -54,66 +56,93 @@ class MapOutput:
         self.block_bytes = block_bytes
         self.zstd_level = zstd_level
         self.emit = emit
-        self.groups: dict[Any, list[Any]] = {}
         self.runs = 0
         self.records_in = 0
         self.pairs_out = 0
-        self._values = 0
-        self._pair_bytes = 64  # running estimate of one value's size
-        self._key_bytes = 64  # running estimate of one key's size
+        self._run_length = functions.combinefn is None
+        self._clear()
+        self._value_bytes = 64  # running estimates, refreshed per chunk
+        self._key_bytes = 64
+
+    def _clear(self) -> None:
+        self.groups: dict[Any, list[Any]] = {}
+        self.repeated: dict[int, tuple[Any, Counter[Any]]] = {}  # id(value) -> (value, key counts)
+        self._listed_values = 0
 
     def map_record(self, key: Any, value: Any) -> None:
-        """Run mapfn on one input and buffer its pairs (the hot loop)."""
+        """Run mapfn on one input and buffer its pairs."""
         self.records_in += 1
         result = self.functions.mapfn(key, value)
-        groups, n, item = self.groups, 0, None
+        if not hasattr(result, "__iter__") or isinstance(result, (str, bytes, dict)):
+            raise self._contract_error(key, result, None)
+        pairs = iter(result)
+        while chunk := list(islice(pairs, _CHUNK)):
+            self.pairs_out += len(chunk)
+            self._add_chunk(key, result, chunk)
+            if self._estimated_bytes() >= self.buffer_bytes:
+                self.spill()
+
+    def _add_chunk(self, key: Any, result: Any, chunk: list[Any]) -> None:
         try:
-            for item in result:
-                k, v = item
-                values = groups.get(k)
-                if values is None:
+            if set(map(len, chunk)) != {2}:
+                raise TypeError
+            keys, values = zip(*chunk)
+            first = values[0]
+            if self._run_length and all(map(is_, values, repeat(first))):
+                counts = self._counts_for(first)
+                if counts is not None:
+                    counts.update(keys)
+                    return self._sample(keys[0], None)
+            groups = self.groups
+            for k, v in zip(keys, values):
+                listed = groups.get(k)
+                if listed is None:
                     groups[k] = [v]
                 else:
-                    values.append(v)
-                n += 1
-                if not n & (_CHECK_EVERY - 1):
-                    groups = self._check_buffer(k, v)  # a spill starts a new dict
-        except (TypeError, ValueError) as e:
-            if e.__traceback__ is not None and e.__traceback__.tb_next is None:  # raised here, not in mapfn
-                raise self._contract_error(key, result, item) from None
-            raise
-        finally:
-            self.pairs_out += n
-            self._values += n % _CHECK_EVERY
-        if self._estimated_bytes() >= self.buffer_bytes:
-            self.spill()
+                    listed.append(v)
+            self._listed_values += len(values)
+            self._sample(keys[0], first)
+        except TypeError:  # an item without len(), not a pair, or an unhashable key
+            raise self._contract_error(key, result, _first_bad(chunk)) from None
 
-    def _check_buffer(self, k: Any, v: Any) -> dict[Any, list[Any]]:
-        self._values += _CHECK_EVERY
-        self._pair_bytes = (self._pair_bytes + sys.getsizeof(v) + 8) // 2
+    def _counts_for(self, value: Any) -> Counter[Any] | None:
+        entry = self.repeated.get(id(value))
+        if entry is None:
+            if len(self.repeated) >= _MAX_REPEATED:
+                return None
+            entry = self.repeated[id(value)] = (value, Counter())  # holding value keeps its id unique
+        return entry[1]
+
+    def _sample(self, k: Any, v: Any) -> None:
         self._key_bytes = (self._key_bytes + sys.getsizeof(k)) // 2
-        if self._estimated_bytes() >= self.buffer_bytes:
-            self.spill()
-        return self.groups
+        if v is not None:
+            self._value_bytes = (self._value_bytes + sys.getsizeof(v) + 8) // 2
 
     def _estimated_bytes(self) -> int:
-        return len(self.groups) * (self._key_bytes + _KEY_OVERHEAD) + self._values * self._pair_bytes
+        distinct = len(self.groups) + sum(len(counts) for _, counts in self.repeated.values())
+        return distinct * (self._key_bytes + _KEY_OVERHEAD) + self._listed_values * self._value_bytes
 
     def _contract_error(self, key: Any, result: Any, item: Any) -> JobError:
         problem = describe_bad_pairs(result, item)
         if problem is None:  # the pair was fine, so its key was unhashable
-            problem = f"yielded the unhashable key {item[0]!r:.60}; keys must be None, bool, int, float, str, bytes or tuples of these"
+            problem = (f"yielded the unhashable key {item[0]!r:.60} ({type(item[0]).__name__}); "
+                       "keys must be None, bool, int, float, str, bytes or tuples of these")
         return JobError(f"{self.functions.job_name}: mapfn({key!r:.60}, ...) {problem}", pair_hint(result))
 
     def spill(self) -> None:
         """Write the buffer as one run: per partition, sorted records packed into blocks."""
-        if not self.groups:
-            return
-        by_partition: list[list[tuple[bytes, Any, list[Any]]]] = [[] for _ in range(self.partitions)]
+        by_partition: list[list[tuple[bytes, Any, Any, int]]] = [[] for _ in range(self.partitions)]
         for k, values in self.groups.items():
             encoded = self._encode(k)
-            by_partition[self._partition(k, encoded)].append((encoded, k, values))
-        self.groups, self._values = {}, 0
+            by_partition[self._partition(k, encoded)].append((encoded, k, values, 0))
+        for value, counts in self.repeated.values():
+            payload = pack_repeated(value)  # once per distinct value, not per key
+            for k, count in counts.items():
+                encoded = self._encode(k)
+                by_partition[self._partition(k, encoded)].append((encoded, k, payload, count))
+        if not any(by_partition):
+            return
+        self._clear()
         for partition, items in enumerate(by_partition):
             if items:
                 items.sort(key=itemgetter(0))
@@ -137,23 +166,37 @@ class MapOutput:
                            f"not an int in range({self.partitions})")
         return p
 
-    def _records(self, items: list[tuple[bytes, Any, list[Any]]]) -> Iterator[Record]:
-        combinefn = self.functions.combinefn
-        for encoded, k, values in _merge_equal(items):
-            if combinefn is not None:
-                values = [combinefn(k, values)]
+    def _records(self, items: list[tuple[bytes, Any, Any, int]]) -> Iterator[Record]:
+        """Records in key order; a key may have several (lists and run-length counts)."""
+        if self.functions.combinefn is not None:
+            yield from self._combined_records(items)
+            return
+        for encoded, _, values, count in items:
+            if count:  # run-length: `values` is the packed repeated value
+                yield encoded, count, values
+                continue
             for start in range(0, len(values), MAX_VALUES_PER_RECORD):
                 chunk = values[start : start + MAX_VALUES_PER_RECORD]
-                yield encoded, len(chunk), pickle.dumps(chunk, protocol=5)
+                yield encoded, len(chunk), pack_list(chunk)
+
+    def _combined_records(self, items: list[tuple[bytes, Any, Any, int]]) -> Iterator[Record]:
+        combinefn = self.functions.combinefn
+        assert combinefn is not None
+        i = 0
+        while i < len(items):  # keys that only meet after encoding (NaNs) are combined together
+            encoded, k, values, _ = items[i]
+            i += 1
+            while i < len(items) and items[i][0] == encoded:
+                values = values + items[i][2]
+                i += 1
+            yield encoded, 1, pack_list([combinefn(k, values)])
 
 
-def _merge_equal(items: list[tuple[bytes, Any, list[Any]]]) -> Iterator[tuple[bytes, Any, list[Any]]]:
-    """Merge neighbours with equal encodings (keys Python kept apart but we group, e.g. NaNs)."""
-    pending = items[0]
-    for item in items[1:]:
-        if item[0] == pending[0]:
-            pending = (pending[0], pending[1], pending[2] + item[2])
-        else:
-            yield pending
-            pending = item
-    yield pending
+def _first_bad(chunk: list[Any]) -> Any:
+    for item in chunk:
+        try:
+            k, _ = item
+            hash(k)
+        except (TypeError, ValueError):
+            return item
+    return chunk[0]

@@ -3,14 +3,8 @@
 The coordinator streams the runs of one partition to the worker; they go to
 an unlinked temporary file (``ReceivedRuns``), so a partition larger than
 memory costs disk, not RAM.  A k-way merge (``blocks.merge_runs``) then reads
-one block per run at a time, and equal keys are grouped into a ``Values``.
-
-``Values`` is what reducefn receives: ``len()`` is the sum of the records'
-counts, so the guide's ``len(values)`` never unpickles a value; iteration
-unpickles one record (at most ``MAX_VALUES_PER_RECORD`` values) at a time; and
-when a key's serialized values pass ``VALUES_MEMORY_BYTES`` they move to a
-temporary file, so one key with more values than fit in memory streams from
-disk.  A ``Values`` can be iterated more than once.
+one block per run at a time, and equal keys are grouped into a ``Values``
+(values.py: lazy, cheap ``len()``, streamed from disk for a hot key).
 """
 
 from __future__ import annotations
@@ -24,9 +18,7 @@ from typing import IO, Any
 from ..blocks import Record, iter_run, merge_runs, pack_blocks
 from ..job import WorkerFunctions, result_value
 from ..keys import decode_key
-
-VALUES_MEMORY_BYTES = 32 * 1024 * 1024
-"""Serialized values of one key held in memory before they move to a temporary file."""
+from .values import Values
 
 RESULT_BATCH_BYTES = 4 * 1024 * 1024
 """Reduce output sent to the coordinator per message."""
@@ -61,61 +53,6 @@ class ReceivedRuns:
 
     def close(self) -> None:
         self._file.close()
-
-
-class Values:
-    """The values of one key: a lazy, re-iterable sequence with a cheap len()."""
-
-    __slots__ = ("_count", "_payloads", "_held_bytes", "_file", "_lengths")
-
-    def __init__(self) -> None:
-        self._count = 0
-        self._payloads: list[bytes] = []
-        self._held_bytes = 0
-        self._file: IO[bytes] | None = None
-        self._lengths: list[int] = []
-
-    def add(self, count: int, payload: bytes) -> None:
-        self._count += count
-        if self._file is not None:
-            self._file.write(payload)
-            self._lengths.append(len(payload))
-            return
-        self._payloads.append(payload)
-        self._held_bytes += len(payload)
-        if self._held_bytes > VALUES_MEMORY_BYTES:
-            self._move_to_disk()
-
-    def _move_to_disk(self) -> None:
-        self._file = tempfile.TemporaryFile(prefix="octo-values-")
-        for payload in self._payloads:
-            self._file.write(payload)
-            self._lengths.append(len(payload))
-        self._payloads, self._held_bytes = [], 0
-
-    def __len__(self) -> int:
-        return self._count
-
-    def __iter__(self) -> Iterator[Any]:
-        for payload in self._iter_payloads():
-            yield from pickle.loads(payload)
-
-    def _iter_payloads(self) -> Iterator[bytes]:
-        if self._file is None:
-            yield from self._payloads
-            return
-        self._file.flush()
-        offset, fd = 0, self._file.fileno()
-        for length in self._lengths:
-            yield os.pread(fd, length, offset)
-            offset += length
-
-    def __repr__(self) -> str:
-        return f"<octostore values: {self._count} values>"
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
 
 
 def group_values(records: Iterable[Record]) -> Iterator[tuple[bytes, Values]]:

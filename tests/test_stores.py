@@ -1,0 +1,72 @@
+"""The stores on real LMDB files: appends, map growth from a tiny map, commits that happen once."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from octostore import api
+from octostore.config import Config
+from octostore.stores.segments import SegmentStore
+from octostore.stores.state import StateStore, TaskState
+
+from . import oracle
+from .conftest import JOBS
+
+
+def test_segments_append_in_order_and_read_back(tmp_path: Path) -> None:
+    store = SegmentStore(tmp_path / "s", 1 << 20)
+    a = store.append_segment([b"a0", b"a1"])
+    b = store.append_segment([b"b0"])
+    c = store.append_segment([b"c0", b"c1", b"c2"])
+    assert a < b < c
+    assert list(store.iter_blocks([c, a])) == [b"c0", b"c1", b"c2", b"a0", b"a1"]
+    store.delete_segments([b, 999])
+    assert list(store.iter_blocks([a, b, c])) == [b"a0", b"a1", b"c0", b"c1", b"c2"]
+    store.close()
+    reopened = SegmentStore(tmp_path / "s", 1 << 20)
+    assert reopened.append_segment([b"d"]) > c  # ids never go back, even after a restart
+    reopened.close()
+
+
+def test_map_grows_when_full(tmp_path: Path) -> None:
+    tiny = 64 * 1024
+    store = SegmentStore(tmp_path / "s", tiny)
+    blocks = [os.urandom(50_000) for _ in range(40)]  # 2 MB of incompressible blocks
+    ids = [store.append_segment(blocks[i : i + 4]) for i in range(0, 40, 4)]
+    assert store.env.info()["map_size"] > tiny
+    assert list(store.iter_blocks(ids)) == blocks
+    store.close()
+
+
+def test_a_task_commits_once(tmp_path: Path) -> None:
+    state = StateStore(tmp_path / "state", 1 << 20)
+    state.create_job({"job_id": "j"}, [["a", "b"], ["c"]], partitions=2)
+    assert state.manifest_keys(1) == ["c"]
+    assert state.commit_task("map", 0, 2, [[0, [7]]]) is True
+    assert state.commit_task("map", 0, 3, [[0, [9]]]) is False  # a later attempt cannot overwrite
+    record = state.task("map", 0)
+    assert (record.state, record.committed_attempt, record.output) == (TaskState.DONE, 2, [[0, [7]]])
+    assert [t for t, r in state.tasks("map") if r.state is TaskState.PENDING] == [1]
+    assert [t for t, _ in state.tasks("reduce")] == [0, 1]
+
+
+def test_failures_count_up_to_max_attempts(tmp_path: Path) -> None:
+    state = StateStore(tmp_path / "state", 1 << 20)
+    state.create_job({"job_id": "j"}, [["a"]], partitions=1)
+    states = [state.record_failure("map", 0, f"boom {i}", max_attempts=3).state for i in range(3)]
+    assert states == [TaskState.PENDING, TaskState.PENDING, TaskState.FAILED]
+    assert state.task("map", 0).last_error == "boom 2"
+
+
+def test_whole_job_with_a_tiny_lmdb_map(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every store starts at 64 KiB and must grow during a real job; the output stays exact."""
+    job = JOBS / "big_results.py"
+    config = Config(home=home, workers=2, partitions=2, map_size_bytes=64 * 1024, progress="off")
+    report = api.submit(job, config, job_id="tiny")
+    assert capsys.readouterr().out == oracle.final_output(job)
+    assert report.results == len(oracle.run(job))
+    results_file = home / "jobs" / "tiny" / "results" / "data.mdb"
+    assert results_file.stat().st_size > 64 * 1024

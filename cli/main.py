@@ -39,8 +39,18 @@ class _Formatter(logging.Formatter):
         return text
 
 
+class _CurrentStderr:
+    """Whatever sys.stderr is at the time of writing: rich's live bar swaps it to print above the bar."""
+
+    def write(self, text: str) -> None:
+        sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def _setup_logging(verbose: int) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(_CurrentStderr())  # type: ignore[arg-type]
     handler.setFormatter(_Formatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -37,11 +37,16 @@ class JobError(UsageError):
 
 
 class UserCodeError(OctoError):
-    """Raised (with the user's own traceback text) when mapfn, reducefn, combinefn or final raises."""
+    """Raised (with the user's own traceback text) when the job's own code raises.
 
-    def __init__(self, message: str, user_traceback: str, hint: str | None = None) -> None:
+    Exit code 2 when it happens before anything started (the job file's top
+    level, iterating ``source``, the first mapfn call on the coordinator), 1 when
+    the job was running (final)."""
+
+    def __init__(self, message: str, user_traceback: str, hint: str | None = None, *, started: bool) -> None:
         super().__init__(message, hint)
         self.user_traceback = user_traceback
+        self.exit_code = 1 if started else 2
 
 
 class JobFailed(OctoError):

@@ -17,10 +17,15 @@ gives ``final("the", 5)``); anything else is the result as is.
 
 from __future__ import annotations
 
+import collections
 import importlib.util
+import io
+import linecache
+import marshal
 import re
 import sys
 import traceback
+import types
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +45,8 @@ class WorkerFunctions:
     """What a worker needs of the job: its functions, never its data."""
 
     job_name: str
+    job_file: str  # absolute path on the coordinator, for tracebacks
+    job_source: str  # the job file's text, so tracebacks show the user's lines on any host
     mapfn: Callable[[Any, Any], Any]
     reducefn: Callable[[Any, Any], Any]
     combinefn: Callable[[Any, Any], Any] | None
@@ -82,7 +89,8 @@ def load_job(path: Path) -> Job:
         raise JobError(f"{path}: partitions must be a positive integer, not {partitions!r}")
     _register_by_value(module, path.parent)
     functions = WorkerFunctions(
-        path.name, names["mapfn"], names["reducefn"], names.get("combinefn"), names.get("partitionfn")
+        path.name, str(path.resolve()), path.read_text(errors="replace"),
+        names["mapfn"], names["reducefn"], names.get("combinefn"), names.get("partitionfn"),
     )
     return Job(path, module, names["source"], functions, names.get("final"), partitions)
 
@@ -105,20 +113,21 @@ def _exec_job_file(path: Path) -> ModuleType:
     if not path.is_file():
         raise JobError(f"{path}: no such job file", "octo submit takes the path of a .py file")
     try:
-        code = compile(path.read_bytes(), str(path), "exec")
+        code = compile(path.read_bytes(), str(path.resolve()), "exec")  # tracebacks name it absolutely
     except SyntaxError as e:
         raise JobError(f"{path}:{e.lineno}: {e.msg}", (e.text or "").strip() or None) from None
     module_name = "octo_job_" + re.sub(r"\W", "_", path.stem)
     spec = importlib.util.spec_from_loader(module_name, loader=None, origin=str(path))
     assert spec is not None
     module = importlib.util.module_from_spec(spec)
-    module.__file__ = str(path)
+    module.__file__ = str(path.resolve())
     sys.modules[module_name] = module
     sys.path.insert(0, str(path.parent.resolve()))  # as `python job.py` would: helpers beside it import
     try:
         exec(code, vars(module))
     except Exception as e:  # user code: show their traceback, not ours
-        raise UserCodeError(f"{path}: the job file raised {type(e).__name__}: {e}", format_user_traceback(e)) from None
+        raise UserCodeError(f"{path}: the job file raised {type(e).__name__}: {e}", format_user_traceback(e),
+                            started=False) from None
     return module
 
 
@@ -159,7 +168,8 @@ def check_pairs(path: Path, mapfn: Callable[[Any, Any], Any], key: Any, value: A
         result = mapfn(key, value)
         first = next(iter(result), None) if _is_iterable(result) else result
     except Exception as e:
-        raise UserCodeError(f"mapfn raised {type(e).__name__} on key {key!r}: {e}", format_user_traceback(e)) from None
+        raise UserCodeError(f"{path}: mapfn raised {type(e).__name__} on key {key!r:.80}: {e}",
+                            format_user_traceback(e), started=False) from None
     problem = describe_bad_pairs(result, first)
     if problem:
         raise JobError(f"{path}: mapfn({key!r}, ...) {problem}", pair_hint(result))
@@ -173,11 +183,17 @@ def describe_bad_pairs(result: Any, first_item: Any) -> str | None:
     """Say what is wrong with a mapfn result whose first item is `first_item`, or None."""
     if not _is_iterable(result):
         return f"returned {type(result).__name__} {_short(result)}, not an iterable of (key, value) pairs"
+    if isinstance(result, tuple) and len(result) == 2 and not _is_pair(result[0]):
+        return f"returned {_short(result)}, a single pair, instead of yielding (key, value) pairs"
     if first_item is None:
         return None
-    if not isinstance(first_item, (tuple, list)) or len(first_item) != 2:
+    if not _is_pair(first_item):
         return f"yielded {_short(first_item)}, which is not a (key, value) pair"
     return None
+
+
+def _is_pair(item: Any) -> bool:
+    return isinstance(item, (tuple, list)) and len(item) == 2
 
 
 def pair_hint(result: Any) -> str:
@@ -191,9 +207,23 @@ def _short(obj: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+class _Pickler(cloudpickle.Pickler):
+    """cloudpickle, but code objects keep their file name.
+
+    cloudpickle 3 renames every by-value code object to "<dynamic-code>" (for
+    deterministic payloads), so a worker's traceback could no longer name the
+    user's file.  marshal keeps every field, and both ends run the same Python
+    (the worker checks versions), which marshal requires."""
+
+    dispatch_table = collections.ChainMap({types.CodeType: lambda code: (marshal.loads, (marshal.dumps(code),))},
+                                          cloudpickle.Pickler.dispatch_table)
+
+
 def pack_functions(functions: WorkerFunctions) -> bytes:
     """Serialize the worker-side functions by value."""
-    return cloudpickle.dumps(functions)
+    buffer = io.BytesIO()
+    _Pickler(buffer).dump(functions)
+    return buffer.getvalue()
 
 
 def unpack_functions(data: bytes) -> WorkerFunctions:
@@ -201,6 +231,9 @@ def unpack_functions(data: bytes) -> WorkerFunctions:
     functions = cloudpickle.loads(data)
     if not isinstance(functions, WorkerFunctions):
         raise JobError("the coordinator sent something that is not a job's functions")
+    # Tracebacks on this host show the job's lines even if the file is not here.
+    lines = functions.job_source.splitlines(keepends=True)
+    linecache.cache[functions.job_file] = (len(functions.job_source), None, lines, functions.job_file)
     return functions
 
 

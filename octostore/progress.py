@@ -97,6 +97,8 @@ class BarProgress:
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
             console=Console(file=stream), transient=False,
+            redirect_stdout=False,  # stdout is the job's: never capture it
+            redirect_stderr=True,  # our log lines print above the bar instead of through it
         )
         self._progress.start()
         self._task: int | None = None

@@ -187,7 +187,8 @@ class CoordinatorServer:
         log.info("worker %s joined (octostore %s); %d connected", worker.name, hello.version, len(self._workers))
         try:
             settings = {"partitions": self.partitions, "block_bytes": self.config.block_bytes,
-                        "zstd_level": self.config.zstd_level, "map_buffer_bytes": self.config.map_buffer_bytes}
+                        "zstd_level": self.config.zstd_level, "map_buffer_bytes": self.config.map_buffer_bytes,
+                        "max_attempts": self.config.max_attempts}
             await worker.channel.send(Welcome(self.job_id, self.epoch, self._functions, settings))
             while True:
                 msg = await worker.channel.recv()

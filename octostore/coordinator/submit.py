@@ -94,7 +94,7 @@ def _source_keys(job: Job) -> list[Any]:
         return list(job.source)
     except Exception as e:  # user code: the source's __iter__
         raise UserCodeError(f"{job.path}: iterating source raised {type(e).__name__}: {e}",
-                            format_user_traceback(e)) from None
+                            format_user_traceback(e), started=False) from None
 
 
 def _plan_map_tasks(keys: list[Any], count: int) -> list[list[Any]]:
@@ -166,7 +166,7 @@ def run_final(job: Job, state: StateStore, paths: JobPaths, config: Config) -> i
                 job.final(key, value)
             except Exception as e:  # user code
                 raise UserCodeError(f"final raised {type(e).__name__} on key {key!r:.80}: {e}",
-                                    format_user_traceback(e)) from None
+                                    format_user_traceback(e), started=True) from None
     finally:
         sys.stdout.flush()
         results.close()

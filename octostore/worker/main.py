@@ -21,7 +21,6 @@ import os
 import pickle
 import resource
 import socket
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -210,7 +209,8 @@ class Worker:
 
     def _failed(self, task: MapTask | ReduceTask, kind: str, fn_name: str, key: Any, e: BaseException) -> TaskFailed:
         where = f" on key {key!r:.80}" if key is not None else ""
-        message = f"{fn_name} raised {type(e).__name__}{where} ({kind} task {task.task}, attempt {task.attempt}): {e}"
+        of = self.settings["max_attempts"]
+        message = f"{fn_name} raised {type(e).__name__}{where} ({kind} task {task.task}, attempt {task.attempt} of {of}): {e}"
         return TaskFailed(kind, task.task, task.attempt, task.epoch, message, format_user_traceback(e), False)
 
 

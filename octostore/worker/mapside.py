@@ -124,10 +124,16 @@ class MapOutput:
 
     def _contract_error(self, key: Any, result: Any, item: Any) -> JobError:
         problem = describe_bad_pairs(result, item)
-        if problem is None:  # the pair was fine, so its key was unhashable
-            problem = (f"yielded the unhashable key {item[0]!r:.60} ({type(item[0]).__name__}); "
-                       "keys must be None, bool, int, float, str, bytes or tuples of these")
-        return JobError(f"{self.functions.job_name}: mapfn({key!r:.60}, ...) {problem}", pair_hint(result))
+        if problem is not None:
+            return JobError(f"{self.functions.job_name}: mapfn({key!r:.60}, ...) {problem}", pair_hint(result))
+        try:  # the pair was fine, so its key was unhashable: let the key codec say why
+            encode_key(item[0])
+            hint = None
+        except UnsupportedKeyError as e:
+            hint = e.hint
+        return JobError(f"{self.functions.job_name}: mapfn({key!r:.60}, ...) yielded the unhashable key "
+                        f"{item[0]!r:.60} ({type(item[0]).__name__}); keys must be None, bool, int, float, "
+                        "str, bytes or tuples of these", hint)
 
     def spill(self) -> None:
         """Write the buffer as one run: per partition, sorted records packed into blocks."""
@@ -155,7 +161,7 @@ class MapOutput:
             return encode_key(k)
         except UnsupportedKeyError as e:
             raise JobError(f"{self.functions.job_name}: mapfn yielded the key {k!r:.60}: {e}",
-                           "use a str, number, bytes or a tuple of these as the key") from None
+                           e.hint or "use a str, number, bytes or a tuple of these as the key") from None
 
     def _partition(self, k: Any, encoded: bytes) -> int:
         if self.functions.partitionfn is None:

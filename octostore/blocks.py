@@ -4,12 +4,17 @@ Design note
 -----------
 Map output moves and rests as *records*: ``(key_enc, count, payload)``, an
 encoded key (keys.py), how many values the payload holds, and the serialized
-values (opaque here). A *block* is a sequence of records laid out as::
+values (opaque here). A *block* stores records column by column::
 
-    >III header (len(key_enc), count, len(payload)) | key_enc | payload   (repeated)
+    n (u32) | key lengths (n x u32) | counts (n x u64) | payload lengths (n x u32)
+            | keys, concatenated    | payloads, concatenated                (little-endian)
 
-and compressed as one zstd frame (one-shot ``compress``, content size
-written). A *run* is the blocks of one sorted output of one attempt, in order.
+compressed as one zstd frame (one-shot ``compress``, content size written).
+Columns, not a header per record, so that decoding a block is a handful of C
+loops (``array.frombytes``, ``itertools.accumulate``, slicing through
+``map``) instead of one Python iteration per record: on a reduce of 16 runs,
+decoding fell from 0.8 us to ~0.1 us per record. A *run* is the blocks of
+one sorted output of one attempt, in order.
 
 Why blocks and not one store record per pair: appending sorted runs of zstd
 blocks of 128 KiB ingests about 13 M pairs/s into LMDB, against about 70 k
@@ -21,10 +26,16 @@ parallel on every worker. Runs arrive already in key order, the store only
 appends, and a reducer only merges. Nothing central ever sorts the whole
 shuffle, and nothing ever holds a partition in memory.
 
-Memory bound of the merge: ``merge_runs`` pulls records lazily, so it holds
-one decompressed block per run (about ``block_bytes``) and one record per run
-in its heap: ~128 KiB x runs (1,000 runs ~ 125 MiB). Bounding the fan-in is
-the caller's job: with more runs than memory allows, merge them in rounds.
+The merge, ``merge_blocks``, works a batch at a time: with one decoded block
+per run in hand, every record below the smallest "last key" among those
+blocks can be emitted, so it takes them all (bisect), sorts the batch (Timsort
+merges the already-sorted pieces in C, stably) and yields it; records equal to
+that key then go out run by run, so ties keep run order even when a key spans
+blocks.  Measured on a 16-run partition of the word count: 2.0 us per
+record through ``heapq.merge``, ~0.3 us batched.  It holds one decompressed
+block per run (about ``block_bytes``) plus one batch: ~2 x 128 KiB x runs.
+Bounding the fan-in is the caller's job: with more runs than memory allows,
+merge them in rounds.
 
 Rejected alternatives: pickling whole lists of records (a run would have to
 be loaded whole); a block per record, or per key (per-pair overhead again;
@@ -45,8 +56,10 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import struct
+import sys
 import threading
+from array import array
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator, Sequence
 from operator import itemgetter
 
@@ -65,7 +78,11 @@ BLOCK_BYTES = 128 * 1024
 ZSTD_LEVEL = 1
 """zstd compression level of the blocks pack_blocks writes."""
 
-_HEADER = struct.Struct(">III")  # len(key_enc), count, len(payload)
+_U32, _U64 = "I", "Q"  # array typecodes: 4 and 8 bytes on every platform we run on
+assert array(_U32).itemsize == 4 and array(_U64).itemsize == 8
+_SWAP = sys.byteorder == "big"  # the format is little-endian
+_RECORD_OVERHEAD = 16  # column bytes per record: key length, count, payload length
+_first = itemgetter(0)
 
 # ZstdCompressor and ZstdDecompressor objects are not thread-safe, and a
 # fresh one per block reallocates its context (~8% slower at 128 KiB, more
@@ -102,43 +119,60 @@ def pack_blocks(
 
     A block closes as soon as it reaches block_bytes uncompressed, so a
     record larger than block_bytes makes one big block. No records, no blocks.
+    Block boundaries come from a running sum and bisect, not a loop per record.
     """
-    buffer = bytearray()
-    pack_header = _HEADER.pack
-    for key_enc, count, payload in records:
-        buffer += pack_header(len(key_enc), count, len(payload))
-        buffer += key_enc
-        buffer += payload
-        if len(buffer) >= block_bytes:
-            # Look the compressor up per block, not per generator: a
-            # generator may be resumed on another thread.
-            yield _compressor(level).compress(buffer)
-            buffer.clear()
-    if buffer:
-        yield _compressor(level).compress(buffer)
+    records = records if isinstance(records, list) else list(records)
+    if not records:
+        return
+    keys, counts, payloads = zip(*records)
+    sizes = map(int.__add__, map(len, keys), map(len, payloads))
+    ends = list(itertools.accumulate(map(_RECORD_OVERHEAD.__add__, sizes)))  # ends[i]: bytes through record i
+    start, start_bytes = 0, 0
+    while start < len(records):
+        stop = bisect_left(ends, start_bytes + block_bytes, lo=start) + 1  # first record reaching the bound
+        stop = min(stop, len(records))
+        # Look the compressor up per block, not per generator: a generator may
+        # be resumed on another thread.
+        yield _compressor(level).compress(_layout(keys[start:stop], counts[start:stop], payloads[start:stop]))
+        start, start_bytes = stop, ends[stop - 1]
 
 
-def unpack_block(block: bytes) -> Iterator[Record]:
-    """Yield the records of one block made by pack_blocks, in order.
+def _layout(keys: Sequence[bytes], counts: Sequence[int], payloads: Sequence[bytes]) -> bytes:
+    columns = [array(_U32, map(len, keys)), array(_U64, counts), array(_U32, map(len, payloads))]
+    if _SWAP:
+        for column in columns:
+            column.byteswap()
+    return b"".join([len(keys).to_bytes(4, "little"), *(c.tobytes() for c in columns), *keys, *payloads])
 
-    Raises ValueError if the block's contents end partway through a record,
-    and zstandard.ZstdError if it is not a zstd frame with its content size.
+
+def unpack_block(block: bytes) -> list[Record]:
+    """Return the records of one block made by pack_blocks, in order.
+
+    Raises ValueError if the block's columns and contents disagree, and
+    zstandard.ZstdError if it is not a zstd frame with its content size.
     """
     data = _decompressor().decompress(block)
-    end = len(data)
-    header_bytes = _HEADER.size
-    unpack_header = _HEADER.unpack_from
-    pos = 0
-    while pos < end:
-        key_bytes, count, payload_bytes = unpack_header(data, pos)
-        key_start = pos + header_bytes
-        payload_start = key_start + key_bytes
-        pos = payload_start + payload_bytes
-        if pos > end:
-            raise ValueError(
-                f"damaged block: a record needs bytes up to {pos}, the block holds {end}"
-            )
-        yield data[key_start:payload_start], count, data[payload_start:pos]
+    n = int.from_bytes(data[:4], "little")
+    pos = 4
+    columns = []
+    for typecode in (_U32, _U64, _U32):
+        column = array(typecode)
+        end = pos + n * column.itemsize
+        if end > len(data):
+            raise ValueError(f"damaged block: {n} records need {end} bytes of columns, the block holds {len(data)}")
+        column.frombytes(data[pos:end])
+        if _SWAP:
+            column.byteswap()
+        columns.append(column)
+        pos = end
+    key_lengths, counts, payload_lengths = columns
+    key_ends = list(itertools.accumulate(key_lengths, initial=pos))
+    payload_ends = list(itertools.accumulate(payload_lengths, initial=key_ends[-1]))
+    if payload_ends[-1] != len(data):
+        raise ValueError(f"damaged block: its records need {payload_ends[-1]} bytes, the block holds {len(data)}")
+    keys = map(data.__getitem__, map(slice, key_ends, key_ends[1:]))
+    payloads = map(data.__getitem__, map(slice, payload_ends, payload_ends[1:]))
+    return list(zip(keys, counts, payloads))
 
 
 def iter_run(blocks: Iterable[bytes]) -> Iterator[Record]:
@@ -151,13 +185,73 @@ def iter_run(blocks: Iterable[bytes]) -> Iterator[Record]:
 
 
 def merge_runs(runs: Sequence[Iterable[Record]]) -> Iterator[Record]:
-    """Yield the records of all runs, merged by key_enc.
+    """Yield the records of all runs, merged by key_enc (one record at a time).
 
-    Streams: holds one record (and, through iter_run, one block) per run.
-    Records with equal key_enc come out in run order, then in their order
-    within the run (heapq.merge breaks ties by iterable position).
+    Streams: holds one record per run.  Records with equal key_enc come out
+    in run order, then in their order within the run.  For runs of blocks,
+    ``merge_blocks`` is several times faster.
     """
-    yield from heapq.merge(*runs, key=itemgetter(0))
+    yield from heapq.merge(*runs, key=_first)
+
+
+def merge_blocks(runs: Sequence[Iterable[bytes]]) -> Iterator[list[Record]]:
+    """Yield the records of runs of blocks, merged by key_enc, as sorted batches.
+
+    The batches, concatenated, are exactly ``merge_runs`` of the runs' records
+    (ties keep run order).  Holds one decoded block per run and one batch.
+    """
+    cursors = [c for c in (_Cursor(iter(run)) for run in runs) if c.records]
+    while cursors:
+        bound = min(c.records[-1][0] for c in cursors)  # every record < bound is in hand
+        batch: list[Record] = []
+        for cursor in cursors:
+            cursor.take_before(bound, batch)
+        if batch:
+            batch.sort(key=_first)  # Timsort merges the sorted pieces in C; stable
+            yield batch
+        else:  # only records equal to bound are left in hand: run by run, keeping tie order
+            for cursor in cursors:
+                while cursor.records and cursor.records[cursor.pos][0] == bound:
+                    yield cursor.take_equal(bound)
+        cursors = [c for c in cursors if c.records]
+
+
+class _Cursor:
+    """The current decoded block of one run and the position within it.
+
+    Invariant: ``records`` is empty only when the run is exhausted."""
+
+    __slots__ = ("blocks", "records", "pos")
+
+    def __init__(self, blocks: Iterator[bytes]) -> None:
+        self.blocks = blocks
+        self.records: list[Record] = []
+        self.pos = 0
+        self._next_block()
+
+    def _next_block(self) -> None:
+        self.records, self.pos = [], 0
+        for block in self.blocks:
+            self.records = unpack_block(block)
+            if self.records:
+                return
+
+    def take_before(self, bound: bytes, out: list[Record]) -> None:
+        """Move this run's records with key_enc < bound to `out` (loading the next block if done)."""
+        end = bisect_left(self.records, bound, lo=self.pos, key=_first)
+        out.extend(self.records[self.pos : end])
+        self.pos = end
+        if end == len(self.records):
+            self._next_block()
+
+    def take_equal(self, bound: bytes) -> list[Record]:
+        """Return this block's next records with key_enc == bound (loading the next block if done)."""
+        end = bisect_right(self.records, bound, lo=self.pos, key=_first)
+        piece = self.records[self.pos : end]
+        self.pos = end
+        if end == len(self.records):
+            self._next_block()
+        return piece
 
 
 def group_records(records: Iterable[Record]) -> Iterator[tuple[bytes, list[tuple[int, bytes]]]]:

@@ -52,8 +52,13 @@ Rejected alternatives:
 
 * pickle, marshal or repr: not canonical (1, 1.0 and True differ) and no order.
 * The builtin ``hash()`` for partitions: PYTHONHASHSEED randomizes it per
-  process, so workers would disagree on who owns a key. blake2b of the
+  process, so workers would disagree on who owns a key. CRC-32 of the
   encoding is the same in every process, on every host and Python version.
+* blake2b of the encoding (the brief's first choice): just as stable, but
+  0.63 us per key against 0.09 us for ``zlib.crc32`` (timeit, this machine),
+  paid once per distinct key per map buffer. Partitioning needs spread, not
+  collision resistance, and CRC-32 spreads the canonical encodings evenly
+  (tests/test_keys.py checks the balance).
 * Length-prefixed str and bytes: "b" would sort before "ab". Escaped
   terminators (as in FoundationDB's tuple layer) keep order and stay
   prefix-free inside tuples.
@@ -77,9 +82,10 @@ This module imports nothing from octostore: it is a leaf, like errors.py.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import struct
+import zlib
+from itertools import repeat
 from typing import Callable
 
 # -- vocabulary: tags, headers, the error -------------------------------------
@@ -157,6 +163,23 @@ def encode_key(key: object) -> bytes:
     out = bytearray()
     _encode_into(key, out)
     return bytes(out)
+
+
+def encode_keys(keys: list[object]) -> list[bytes]:
+    """Return [encode_key(k) for k in keys], in bulk: C loops when every key is a str.
+
+    A map spill encodes every distinct key of its buffer (~130 k per task on
+    the word count); joining the strings with NUL, encoding once and splitting
+    costs ~0.1 us per key instead of ~0.3 us through encode_key.  A key that
+    holds a NUL itself, or any key that is not a plain str, takes the per-key
+    path, so the result is always exactly encode_key's.
+    """
+    if set(map(type, keys)) == {str}:
+        text = "\x00".join(keys)  # type: ignore[arg-type]
+        if text.count("\x00") == len(keys) - 1:  # no key has a NUL of its own
+            parts = text.encode("utf-8", "surrogatepass").split(_NUL) if keys else []
+            return list(map(bytes.__add__, map(_STR.__add__, parts), repeat(_END)))
+    return list(map(encode_key, keys))
 
 
 def _encode_into(key: object, out: bytearray) -> None:
@@ -358,8 +381,7 @@ def partition_of(key_enc: bytes, partitions: int) -> int:
     """Return the reduce partition, in range(partitions), that owns the encoded key.
 
     Every process, host and Python version gives the same answer: this is
-    blake2b of the encoding, never the builtin hash(), which PYTHONHASHSEED
+    CRC-32 of the encoding, never the builtin hash(), which PYTHONHASHSEED
     randomizes per process. partitions must be at least 1.
     """
-    digest = hashlib.blake2b(key_enc, digest_size=8).digest()
-    return int.from_bytes(digest, "big") % partitions
+    return zlib.crc32(key_enc) % partitions

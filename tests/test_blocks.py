@@ -11,6 +11,7 @@ import pytest
 import zstandard
 
 from octostore.blocks import (
+    merge_blocks,
     BLOCK_BYTES,
     Record,
     group_records,
@@ -21,7 +22,8 @@ from octostore.blocks import (
 )
 from octostore.keys import encode_key
 
-HEADER_BYTES = 12  # >III
+HEADER_BYTES = 16  # per record: key length (u32), count (u64), payload length (u32)
+BLOCK_HEADER_BYTES = 4  # the record count
 
 
 def record_bytes(record: Record) -> int:
@@ -52,7 +54,7 @@ def test_round_trip_across_many_blocks() -> None:
     for size in sizes[:-1]:  # every block but the last closed on reaching block_bytes
         assert block_bytes <= size < block_bytes + largest_record
     assert 0 < sizes[-1] < block_bytes + largest_record
-    assert sum(sizes) == sum(record_bytes(r) for r in records)
+    assert sum(sizes) == sum(record_bytes(r) for r in records) + BLOCK_HEADER_BYTES * len(blocks)
     assert list(iter_run(blocks)) == records
 
 
@@ -69,7 +71,7 @@ def test_record_bigger_than_a_block_makes_one_big_block() -> None:
     records = [(encode_key("a"), 1, b"small"), big, (encode_key("c"), 1, b"after")]
     blocks = list(pack_blocks(records, block_bytes=4096))
     assert len(blocks) == 2
-    assert zstandard.frame_content_size(blocks[0]) == record_bytes(records[0]) + record_bytes(big)
+    assert zstandard.frame_content_size(blocks[0]) == BLOCK_HEADER_BYTES + record_bytes(records[0]) + record_bytes(big)
     assert list(unpack_block(blocks[0])) == records[:2]
     assert list(unpack_block(blocks[1])) == records[2:]
 
@@ -103,6 +105,19 @@ def test_merge_runs_matches_a_stable_sort() -> None:
     expected = sorted((r for run in runs for r in run), key=itemgetter(0))
     packed = [list(pack_blocks(run, block_bytes=512)) for run in runs]
     assert list(merge_runs([iter_run(blocks) for blocks in packed])) == expected
+    batches = list(merge_blocks(packed))
+    assert [record for batch in batches for record in batch] == expected
+    assert len(batches) > 1  # it streams: one block per run at a time
+
+
+def test_merge_blocks_keeps_a_key_spanning_blocks_and_runs_in_order() -> None:
+    hot = encode_key("hot")
+    runs = [[(encode_key("a"), 1, b"0a")] + [(hot, 1, f"0:{i}".encode()) for i in range(300)],
+            [(hot, 1, f"1:{i}".encode()) for i in range(300)] + [(encode_key("z"), 1, b"1z")]]
+    expected = sorted((r for run in runs for r in run), key=itemgetter(0))
+    packed = [list(pack_blocks(run, block_bytes=256)) for run in runs]
+    assert [r for batch in merge_blocks(packed) for r in batch] == expected
+    assert list(merge_blocks([[], []])) == []
 
 
 def test_merge_runs_streams() -> None:
@@ -152,5 +167,5 @@ def test_pack_and_unpack_from_many_threads() -> None:
 def test_damaged_block_is_refused() -> None:
     whole = zstandard.ZstdDecompressor().decompress(next(pack_blocks([(b"key", 1, b"payload")])))
     cut = zstandard.ZstdCompressor().compress(whole[:-3])
-    with pytest.raises(ValueError, match="damaged block: a record needs bytes up to 22, the block holds 19"):
+    with pytest.raises(ValueError, match="damaged block: its records need 30 bytes, the block holds 27"):
         list(unpack_block(cut))

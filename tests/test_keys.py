@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from octostore.keys import UnsupportedKeyError, decode_key, encode_key, partition_of
+from octostore.keys import UnsupportedKeyError, decode_key, encode_key, encode_keys, partition_of
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SUPPORTED = "keys must be None, bool, int, float, str, bytes or tuples of these"
@@ -292,3 +292,23 @@ def test_largest_allowed_integer_is_accepted() -> None:
     assert decode_key(encode_key(2**1024 - 1)) == 2**1024 - 1
     with pytest.raises(UnsupportedKeyError, match="1025 bits"):
         encode_key(2**1024)
+
+
+def test_partitions_are_balanced() -> None:
+    """CRC-32 of the encodings spreads word-like keys evenly (within 5% of the mean here)."""
+    partitions = 8
+    counts = [0] * partitions
+    for i in range(80_000):
+        counts[partition_of(encode_key(f"w{i:x}"), partitions)] += 1
+    mean = 80_000 / partitions
+    assert max(abs(c - mean) for c in counts) < 0.05 * mean, counts
+
+
+@given(st.lists(st.one_of(st.text(), st.integers(), st.tuples(st.text())), max_size=30))
+def test_encode_keys_in_bulk_equals_one_by_one(keys: list[object]) -> None:
+    assert encode_keys(keys) == [encode_key(k) for k in keys]
+
+
+@given(st.lists(st.text(), max_size=30))
+def test_encode_keys_in_bulk_equals_one_by_one_for_strings(keys: list[str]) -> None:
+    assert encode_keys(keys) == [encode_key(k) for k in keys]

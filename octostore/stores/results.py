@@ -11,7 +11,7 @@ import pickle
 from collections.abc import Iterator
 from typing import Any
 
-from ..blocks import iter_run, merge_runs
+from ..blocks import merge_blocks
 from ..keys import decode_key
 from .segments import SegmentStore
 from .state import StateStore, TaskState
@@ -20,9 +20,10 @@ from .state import StateStore, TaskState
 def iter_results(state: StateStore, results: SegmentStore) -> Iterator[tuple[Any, Any]]:
     """Yield (key, value) for every committed result, in key order."""
     runs = [
-        iter_run(results.iter_blocks(record.output))
+        results.iter_blocks(record.output)
         for _, record in state.tasks("reduce")
         if record.state is TaskState.DONE and record.output
     ]
-    for key_enc, _, payload in merge_runs(runs):
-        yield decode_key(key_enc), pickle.loads(payload)
+    for batch in merge_blocks(runs):
+        for key_enc, _, payload in batch:
+            yield decode_key(key_enc), pickle.loads(payload)

@@ -13,12 +13,16 @@ import os
 import pickle
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
+from itertools import groupby
+from operator import itemgetter
 from typing import IO, Any
 
-from ..blocks import Record, iter_run, merge_runs, pack_blocks
+from ..blocks import Record, merge_blocks, pack_blocks
 from ..job import WorkerFunctions, result_value
 from ..keys import decode_key
 from .values import Values
+
+_first = itemgetter(0)
 
 RESULT_BATCH_BYTES = 4 * 1024 * 1024
 """Reduce output sent to the coordinator per message."""
@@ -55,17 +59,20 @@ class ReceivedRuns:
         self._file.close()
 
 
-def group_values(records: Iterable[Record]) -> Iterator[tuple[bytes, Values]]:
-    """Group a key-sorted record stream into (key_enc, Values), streaming."""
+def group_values(batches: Iterable[list[Record]]) -> Iterator[tuple[bytes, Values]]:
+    """Group key-sorted batches of records into (key_enc, Values), streaming.
+
+    A key may span batches; its Values is yielded once the next key shows up."""
     current: bytes | None = None
     values = Values()
-    for key_enc, count, payload in records:
-        if key_enc != current:
-            if current is not None:
-                yield current, values
-                values.close()
-            current, values = key_enc, Values()
-        values.add(count, payload)
+    for batch in batches:
+        for key_enc, records in groupby(batch, key=_first):
+            if key_enc != current:
+                if current is not None:
+                    yield current, values
+                    values.close()
+                current, values = key_enc, Values()
+            values.add_records(records)
     if current is not None:
         yield current, values
         values.close()
@@ -85,7 +92,7 @@ def reduce_runs(functions: WorkerFunctions, runs: list[Iterator[bytes]], *, bloc
     """Merge `runs`, call reducefn per key and emit result blocks; return the number of keys."""
     out: list[Record] = []
     out_bytes = keys = 0
-    for key_enc, values in group_values(merge_runs([iter_run(r) for r in runs])):
+    for key_enc, values in group_values(merge_blocks(runs)):
         key = decode_key(key_enc)
         try:
             returned = functions.reducefn(key, values)

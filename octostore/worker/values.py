@@ -25,9 +25,12 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from itertools import repeat
+from operator import itemgetter
 from typing import IO, Any
+
+from ..blocks import Record
 
 MAX_VALUES_PER_RECORD = 1 << 16
 """Values of one key are split into records of at most this many, so no record grows with a hot key."""
@@ -35,6 +38,8 @@ MAX_VALUES_PER_RECORD = 1 << 16
 VALUES_MEMORY_BYTES = 32 * 1024 * 1024
 """Serialized values of one key held in memory before they move to a temporary file."""
 
+_count = itemgetter(1)
+_payload = itemgetter(2)
 _LIST = b"L"
 _REPEATED = b"R"
 
@@ -61,28 +66,30 @@ class Values:
 
     def __init__(self) -> None:
         self._count = 0
-        self._records: list[tuple[int, bytes]] = []
+        self._records: list[Record] = []  # (key_enc, count, payload), as they came from the merge
         self._held_bytes = 0
         self._file: IO[bytes] | None = None
         self._index: list[tuple[int, int]] = []  # (count, payload length) of records on disk
 
-    def add(self, count: int, payload: bytes) -> None:
-        self._count += count
-        if self._file is not None:
-            self._file.write(payload)
-            self._index.append((count, len(payload)))
-            return
-        self._records.append((count, payload))
-        self._held_bytes += len(payload)
-        if self._held_bytes > VALUES_MEMORY_BYTES:
-            self._move_to_disk()
+    def add_records(self, records: Iterable[Record]) -> None:
+        """Take a stretch of this key's records (C loops only: this runs once per record)."""
+        records = list(records)
+        self._count += sum(map(_count, records))
+        if self._file is None:
+            self._records += records
+            self._held_bytes += sum(map(len, map(_payload, records)))
+            if self._held_bytes > VALUES_MEMORY_BYTES:
+                self._move_to_disk(self._records)
+                self._records, self._held_bytes = [], 0
+        else:
+            self._move_to_disk(records)
 
-    def _move_to_disk(self) -> None:
-        self._file = tempfile.TemporaryFile(prefix="octo-values-")
-        for count, payload in self._records:
+    def _move_to_disk(self, records: list[Record]) -> None:
+        if self._file is None:
+            self._file = tempfile.TemporaryFile(prefix="octo-values-")
+        for _, count, payload in records:
             self._file.write(payload)
             self._index.append((count, len(payload)))
-        self._records, self._held_bytes = [], 0
 
     def __len__(self) -> int:
         return self._count
@@ -93,7 +100,8 @@ class Values:
 
     def _iter_records(self) -> Iterator[tuple[int, bytes]]:
         if self._file is None:
-            yield from self._records
+            for _, count, payload in self._records:
+                yield count, payload
             return
         self._file.flush()
         offset, fd = 0, self._file.fileno()

@@ -107,15 +107,21 @@ def _print_report(report: api.JobReport) -> None:
              t.bytes_in / 2**20, t.bytes_out / 2**20)
 
 
+def _show_address(host: str, port: int) -> None:
+    shown = socket.gethostname() if host in ("0.0.0.0", "::") else host
+    log.info("waiting for workers: run `octo client %s:%d` on each machine", shown, port)
+
+
 @octo.command()
 @click.argument("job_file", type=click.Path(path_type=Path))
-@click.option("--workers", type=click.IntRange(min=0), help="Local worker processes (default: one per core).")
+@click.option("--workers", type=click.IntRange(min=0),
+              help="Local worker processes (default: one per core; 0 waits for `octo client`).")
 @_job_options
 def submit(job_file: Path, workers: int | None, job_id: str | None, partitions: int | None,
            map_tasks: int | None, progress: str) -> None:
     """Run JOB_FILE on this machine with local workers."""
     config = _run(Config, home=_home(), workers=workers, partitions=partitions, map_tasks=map_tasks, progress=progress)
-    _print_report(_run(api.submit, job_file, config, job_id=job_id))
+    _print_report(_run(api.submit, job_file, config, job_id=job_id, on_listening=_show_address if workers == 0 else None))
 
 
 @octo.command()
@@ -131,11 +137,7 @@ def server(job_file: Path, bind: str, port: int, workers: int, job_id: str | Non
     config = _run(Config, home=_home(), workers=workers, partitions=partitions, map_tasks=map_tasks,
                   progress=progress, bind=bind, port=port)
 
-    def listening(host: str, port: int) -> None:
-        shown = socket.gethostname() if host in ("0.0.0.0", "::") else host
-        log.info("waiting for workers: run `octo client %s:%d` on each machine", shown, port)
-
-    _print_report(_run(api.submit, job_file, config, job_id=job_id, on_listening=listening))
+    _print_report(_run(api.submit, job_file, config, job_id=job_id, on_listening=_show_address))
 
 
 @octo.command()
@@ -158,8 +160,12 @@ def results(job_id: str) -> None:
 
     def show() -> None:
         out = sys.stdout
-        for key, value in api.results(_home(), job_id):
-            out.write(f"{key}\t{value}\n")
+        try:
+            for key, value in api.results(_home(), job_id):
+                out.write(f"{key}\t{value}\n")
+            out.flush()
+        except BrokenPipeError:  # `octo results ID | head`
+            os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
 
     _run(show)
 

@@ -19,7 +19,8 @@ PATTERN = os.environ.get("OCTO_WORDCOUNT_GLOB") or os.path.join(sysconfig.get_pa
 
 class DataSource(object):
     def __init__(self):
-        self.text_files = sorted(glob.glob(PATTERN, recursive=True))
+        # The standard library only: installed packages would make the counts machine-specific.
+        self.text_files = sorted(f for f in glob.glob(PATTERN, recursive=True) if "site-packages" not in f)
 
     def __len__(self):
         return len(self.text_files)

@@ -16,7 +16,8 @@ from .home import load_or_create_secret, require_job
 from .launch.local import start_local_workers
 from .stores.results import iter_results
 from .stores.segments import SegmentStore
-from .stores.state import StateStore
+from .errors import StoreError
+from .stores.state import JobState, StateStore
 from .worker.main import run_worker
 
 
@@ -38,6 +39,11 @@ def results(home: Path, job_id: str) -> Iterator[tuple[Any, Any]]:
     """Yield a job's stored results (key, value) in key order."""
     paths = require_job(home, job_id)
     state = StateStore(paths.state, 1 << 20, readonly=True)
+    job_state = state.meta().get("state")
+    if job_state != JobState.DONE.value:
+        state.close()
+        raise StoreError(f"job {job_id!r} is {job_state}, so its results are incomplete",
+                         "only a finished job's results can be printed")
     store = SegmentStore(paths.results, 1 << 20, readonly=True) if (paths.results / "data.mdb").exists() else None
     try:
         if store is not None:

@@ -15,6 +15,7 @@ environment of a worker (``ps`` shows both): local workers read it on stdin.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import secrets
@@ -23,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError, StoreError
+
+log = logging.getLogger(__name__)
 
 SECRET_BYTES = 32
 _JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -92,12 +95,16 @@ def read_secret(path: Path) -> bytes:
     except FileNotFoundError:
         raise ConfigError(
             f"{path}: no such secret file",
-            "copy ~/.octostore/secret from the coordinator's machine, or pass --secret-file",
+            "copy $OCTO_HOME/secret (default ~/.octostore/secret) from the coordinator's machine, "
+            "or pass --secret-file",
         ) from None
     except PermissionError:
         raise ConfigError(f"{path}: permission denied reading the secret") from None
     if len(data) < 16:
         raise ConfigError(f"{path}: secret is {len(data)} bytes, need at least 16")
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        log.warning("%s is readable by other users (mode %o): chmod 600 %s", path, mode, path)
     return data
 
 
@@ -105,5 +112,5 @@ def require_job(home: Path, job_id: str) -> JobPaths:
     """Return the paths of an existing job, or a clear error naming the id."""
     paths = job_paths(home, job_id)
     if not paths.state.is_dir():
-        raise StoreError(f"no job {job_id!r} under {home / 'jobs'}", "list jobs with: ls ~/.octostore/jobs")
+        raise StoreError(f"no job {job_id!r} under {home / 'jobs'}", f"list jobs with: ls {home / 'jobs'}")
     return paths

@@ -18,6 +18,7 @@ gives ``final("the", 5)``); anything else is the result as is.
 from __future__ import annotations
 
 import collections
+import contextlib
 import importlib.util
 import io
 import linecache
@@ -82,7 +83,7 @@ def load_job(path: Path) -> Job:
         )
     for name in ("mapfn", "reducefn", "final", "combinefn", "partitionfn"):
         if names.get(name) is not None and not callable(names[name]):
-            raise JobError(f"{path}: {name} is a {type(names[name]).__name__}, not a function", _DEFINE_HINTS.get(name))
+            raise JobError(f"{path}: {name} is {_a(type(names[name]).__name__)}, not a function", _DEFINE_HINTS.get(name))
     check_source(path, names["source"])
     partitions = names.get("partitions")
     if partitions is not None and (not isinstance(partitions, int) or isinstance(partitions, bool) or partitions < 1):
@@ -103,6 +104,10 @@ _DEFINE_HINTS = {
     "combinefn": "define it at module level: def combinefn(key, values): return one_value",
     "partitionfn": "define it at module level: def partitionfn(key, n): return an int in range(n)",
 }
+
+
+def _a(noun: str) -> str:
+    return ("an " if noun[:1] in "aeiou" else "a ") + noun
 
 
 def _quote(names: list[str]) -> str:
@@ -165,8 +170,9 @@ def check_pairs(path: Path, mapfn: Callable[[Any, Any], Any], key: Any, value: A
     Only the first pair is drawn, so this is cheap; it turns the commonest
     mistakes into an error before any worker starts."""
     try:
-        result = mapfn(key, value)
-        first = next(iter(result), None) if _is_iterable(result) else result
+        with contextlib.redirect_stdout(sys.stderr):  # stdout is final()'s alone
+            result = mapfn(key, value)
+            first = next(iter(result), None) if _is_iterable(result) else result
     except Exception as e:
         raise UserCodeError(f"{path}: mapfn raised {type(e).__name__} on key {key!r:.80}: {e}",
                             format_user_traceback(e), started=False) from None
@@ -241,7 +247,7 @@ def result_value(key: Any, returned: Any) -> Any:
     """Apply the final() rule to what reducefn returned for `key`."""
     if type(returned) is tuple and len(returned) == 2:
         try:
-            if returned[0] == key:
+            if returned[0] is key or returned[0] == key:  # `is`: a NaN key is not == itself
                 return returned[1]
         except Exception:  # user types with odd __eq__: keep the value as returned
             return returned

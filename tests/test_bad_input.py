@@ -170,6 +170,7 @@ def test_reused_job_id_is_refused_and_the_old_job_is_kept(home: Path) -> None:
 
 def test_client_to_an_address_nobody_listens_on(home: Path) -> None:
     (home / "secret").write_bytes(os.urandom(32))
+    (home / "secret").chmod(0o600)
     port = free_port()
     started = time.monotonic()
     result = octo(home, "client", f"127.0.0.1:{port}", "--wait", "2", timeout_s=30)

@@ -109,6 +109,7 @@ def finish_with_a_good_client(home: Path, server: Running, port: int) -> str:
 def test_client_with_the_wrong_secret_is_refused_and_the_job_completes(home: Path, tmp_path: Path) -> None:
     bad_secret = tmp_path / "bad-secret"
     bad_secret.write_bytes(os.urandom(32))
+    bad_secret.chmod(0o600)
     server, port = start_server(home, JOB)
     try:
         bad = octo(home, "client", f"127.0.0.1:{port}", "--secret-file", str(bad_secret), "--wait", "5",
@@ -116,6 +117,7 @@ def test_client_with_the_wrong_secret_is_refused_and_the_job_completes(home: Pat
         assert bad.returncode != 0, bad.stderr
         lines = bad.stderr.splitlines()
         assert lines[0] == "octo: error: the coordinator refused our secret", bad.stderr
+        assert lines[1] == "hint: copy the coordinator's $OCTO_HOME/secret here, or pass --secret-file", bad.stderr
         assert "--secret-file" in lines[1]
         refusal = server.wait_for("refused a peer")[0]
         assert refusal.startswith("octo: warning: refused a peer from 127.0.0.1:"), refusal

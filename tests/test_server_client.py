@@ -78,3 +78,13 @@ def test_client_without_a_secret_file_names_it(home: Path) -> None:
     lines = result.stderr.splitlines()
     assert lines[0] == f"octo: error: {home / 'secret'}: no such secret file", result.stderr
     assert lines[1].startswith("hint: ") and "--secret-file" in lines[1]
+
+
+def test_a_world_readable_secret_file_is_warned_about(home: Path, tmp_path: Path) -> None:
+    secret = tmp_path / "loose-secret"
+    secret.write_bytes(b"s" * 32)
+    secret.chmod(0o644)
+    result = octo(home, "client", f"127.0.0.1:{free_port()}", "--secret-file", str(secret), "--wait", "0")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines()[0] == (
+        f"octo: warning: {secret} is readable by other users (mode 644): chmod 600 {secret}")

@@ -34,6 +34,7 @@ from typing import Any
 
 import zstandard
 
+from .. import __version__
 from ..config import Config
 from ..errors import AuthenticationError, ConnectionLost, JobFailed, ProtocolError, UserCodeError
 from ..home import JobPaths
@@ -42,8 +43,8 @@ from ..progress import Progress
 from ..protocol.channel import AsyncChannel
 from ..protocol.handshake import HANDSHAKE_TIMEOUT_S
 from ..protocol.messages import (
-    MAP, REDUCE, Hello, Input, InputEnd, MapTask, Ready, ReduceTask, Results, RunBlocks, Segment,
-    Shutdown, TaskDone, TaskFailed, Welcome,
+    MAP, PYTHON_VERSION, REDUCE, Hello, Input, InputEnd, MapTask, Ready, ReduceTask, Results, RunBlocks, Segment,
+    Refused, Shutdown, TaskDone, TaskFailed, Welcome,
 )
 from ..stores.segments import SegmentStore
 from ..stores.state import JobState, StateStore, TaskState
@@ -177,6 +178,13 @@ class CoordinatorServer:
             self.totals.refused_peers += 1
             log.warning("refused a peer from %s: %s", peer, getattr(e, "message", None) or type(e).__name__)
             writer.close()
+            return
+        mismatch = _version_mismatch(hello)
+        if mismatch:
+            self.totals.refused_peers += 1
+            log.warning("refused worker %s:%d: %s", hello.host, hello.pid, mismatch)
+            await channel.send(Refused(mismatch))
+            channel.close()
             return
         worker = WorkerConn(f"{hello.host}:{hello.pid}", channel)
         await self._serve_worker(worker, hello)
@@ -382,6 +390,15 @@ class CoordinatorServer:
     def _fail(self, reason: str) -> None:
         self.scheduler.fail(reason)
         self._report_phase()
+
+
+def _version_mismatch(hello: Hello) -> str | None:
+    """Why a worker cannot run our functions, or None."""
+    if hello.python != PYTHON_VERSION:
+        return f"it runs Python {hello.python}, the coordinator Python {PYTHON_VERSION} (functions travel as bytecode)"
+    if hello.version != __version__:
+        return f"it runs octostore {hello.version}, the coordinator octostore {__version__}"
+    return None
 
 
 __all__ = ["CoordinatorServer", "Totals", "UserCodeError"]

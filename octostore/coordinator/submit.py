@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import pickle
 import resource
 import shutil
@@ -87,6 +88,13 @@ def submit_job(job_path: Path, config: Config, secret: bytes, *, job_id: str | N
     shutil.rmtree(paths.spill, ignore_errors=True)
     return JobReport(job_id, JobState.DONE, len(manifest), partitions, results, time.monotonic() - started,
                      totals, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's last flush cannot fail on a closed pipe."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _source_keys(job: Job) -> list[Any]:
@@ -164,11 +172,19 @@ def run_final(job: Job, state: StateStore, paths: JobPaths, config: Config) -> i
                 continue
             try:
                 job.final(key, value)
+            except BrokenPipeError:  # `octo submit job.py | head`: the reader has all it wants
+                _silence_stdout()
+                log.warning("stdout closed after %d results; final() stopped there. All results are stored: "
+                            "octo results %s", count - 1, state.meta()["job_id"])
+                break
             except Exception as e:  # user code
                 raise UserCodeError(f"final raised {type(e).__name__} on key {key!r:.80}: {e}",
                                     format_user_traceback(e), started=True) from None
     finally:
-        sys.stdout.flush()
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            _silence_stdout()
         results.close()
     if job.final is None:
         log.info("the job has no final(); print its %d results with: octo results %s", count, state.meta()["job_id"])

@@ -3,7 +3,7 @@
 ::
 
     coordinator (accepts)                          worker (connects)
-    1. -> "OCTO" version nonce_c          (41 B)
+    1. -> "OCTO" version nonce_c          (37 B)
                                                    2. <- nonce_w  MAC(secret, "worker"|v|nonce_c|nonce_w)
     3. check MAC in constant time; on failure send "FAIL" and close
     4. -> MAC(secret, "coordinator"|v|nonce_c|nonce_w)
@@ -91,7 +91,7 @@ def connect_handshake(sock: socket.socket, secret: bytes) -> bytes:
     if proof == _FAIL:
         raise AuthenticationError(
             "the coordinator refused our secret",
-            "copy the coordinator's ~/.octostore/secret here, or pass --secret-file",
+            "copy the coordinator's $OCTO_HOME/secret here, or pass --secret-file",
         )
     if not hmac.compare_digest(proof, _mac(secret, _COORDINATOR_ROLE, version, nonce_c, nonce_w)):
         raise AuthenticationError("the coordinator does not hold our secret; refusing to work for it")

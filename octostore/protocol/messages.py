@@ -10,7 +10,7 @@ Conversation (the worker pulls, as in octo.py: first come, first served)::
 
     worker                                coordinator
     Hello          ->
-                   <-  Welcome            (job id, epoch, functions by value)
+                   <-  Welcome            (job id, epoch, functions by value) | Refused
     Ready          ->
                    <-  MapTask, Input*, InputEnd      | ReduceTask, RunBlocks*, InputEnd | Shutdown
     Segment*       ->                     (map output: sorted zstd blocks of one partition)
@@ -22,6 +22,7 @@ Conversation (the worker pulls, as in octo.py: first come, first served)::
 from __future__ import annotations
 
 import dataclasses
+import sys
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -30,13 +31,15 @@ import msgpack
 from ..errors import ProtocolError
 
 MAP = "map"
+PYTHON_VERSION = "%d.%d" % sys.version_info[:2]
 REDUCE = "reduce"
 
 
 @dataclass(frozen=True, slots=True)
 class Hello:
     op: ClassVar[str] = "hello"
-    version: str
+    version: str  # octostore's
+    python: str  # "3.11": functions travel as bytecode, which only the same minor version runs
     host: str
     pid: int
 
@@ -48,6 +51,12 @@ class Welcome:
     epoch: int
     functions: bytes  # cloudpickle of the job's worker-side functions
     settings: dict[str, Any]  # block_bytes, zstd_level, map_buffer_bytes, partitions
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    op: ClassVar[str] = "refused"
+    reason: str  # why this worker cannot work for this coordinator (version mismatch)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +147,7 @@ class Shutdown:
 
 _MESSAGES: dict[str, type] = {
     cls.op: cls
-    for cls in (Hello, Welcome, Ready, MapTask, ReduceTask, Input, RunBlocks, InputEnd,
+    for cls in (Hello, Welcome, Refused, Ready, MapTask, ReduceTask, Input, RunBlocks, InputEnd,
                 Segment, Results, TaskDone, TaskFailed, Shutdown)
 }
 _FIELDS: dict[type, tuple[str, ...]] = {cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in _MESSAGES.values()}

@@ -15,9 +15,12 @@ workers arriving interleaved still append in order.
 Trap: ``putmulti(append=True)`` silently drops a key that is not greater than
 the last one.  ``append_segment`` checks ``consumed == added`` and raises.
 
-Durability: opened with ``sync=False`` (measured in the brief: every
-acknowledged commit survived ``kill -9``; only an OS crash can lose the tail,
-and then the state store, which is synced, does not reference it yet).
+Durability: opened with ``sync=False``.  A killed process (even ``kill -9``)
+loses nothing: written pages are in the OS page cache (measured in the brief:
+every acknowledged commit survived ``kill -9``).  An OS crash or power loss
+can lose blocks that a committed task in the (synced) state store already
+refers to; flushing the spill before each state commit when the config asks
+for OS-crash durability is planned with resume (TODO(#4)).
 Segments no committed task references are garbage; ``delete_segments`` drops
 them and deleting the directory drops a finished job's spill.
 """

@@ -9,7 +9,7 @@ User code runs in this thread.  An exception in it becomes TaskFailed with the
 user's own traceback (octostore frames trimmed) and a first line that names
 the function and the key; the coordinator decides whether to retry.
 
-A local worker (``--watch-stdin``) also exits as soon as its stdin closes:
+A local worker (``python -m octostore.worker``) also exits as soon as its stdin closes:
 the coordinator holds the other end of that pipe, so when the coordinator
 dies, for any reason including ``kill -9``, its workers die too.
 """
@@ -33,8 +33,8 @@ from ..errors import ConnectionLost, JobError, ProtocolError, UsageError
 from ..job import WorkerFunctions, format_user_traceback, unpack_functions
 from ..protocol.channel import SyncChannel
 from ..protocol.messages import (
-    MAP, REDUCE, Hello, Input, InputEnd, MapTask, Ready, ReduceTask, Results, RunBlocks, Segment,
-    Shutdown, TaskDone, TaskFailed, Welcome,
+    MAP, PYTHON_VERSION, REDUCE, Hello, Input, InputEnd, MapTask, Ready, ReduceTask, Results, RunBlocks, Segment,
+    Refused, Shutdown, TaskDone, TaskFailed, Welcome,
 )
 from .mapside import MapOutput
 from .reduceside import ReceivedRuns, ReduceFailed, reduce_runs
@@ -55,7 +55,7 @@ def connect(address: tuple[str, int], wait_s: float) -> socket.socket:
         except OSError as e:
             if time.monotonic() + delay > deadline:
                 raise UsageError(
-                    f"cannot reach the coordinator at {address[0]}:{address[1]} after {wait_s:.0f} s: {e.strerror or e}",
+                    f"cannot reach the coordinator at {address[0]}:{address[1]} after {wait_s:g} s: {e.strerror or e}",
                     "is `octo server` running there? check the address, the port and any firewall",
                 ) from None
             time.sleep(delay)
@@ -72,8 +72,11 @@ def run_worker(address: tuple[str, int], secret: bytes, *, wait_s: float = 30.0,
     channel = SyncChannel(connect(address, wait_s), max_frame_bytes)
     try:
         channel.authenticate(secret)
-        channel.send(Hello(__version__, socket.gethostname(), os.getpid()))
+        channel.send(Hello(__version__, PYTHON_VERSION, socket.gethostname(), os.getpid()))
         welcome = channel.recv()
+        if isinstance(welcome, Refused):
+            raise UsageError(f"the coordinator at {address[0]}:{address[1]} refused this worker: {welcome.reason}",
+                             "install the same Python and octostore versions on every machine")
         if not isinstance(welcome, Welcome):
             raise ProtocolError(f"expected welcome, got {welcome.op}")
         log.info("worker %d: joined job %s at %s:%d", os.getpid(), welcome.job_id, *address)

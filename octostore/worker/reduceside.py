@@ -18,6 +18,7 @@ from operator import itemgetter
 from typing import IO, Any
 
 from ..blocks import Record, merge_blocks, pack_blocks
+from ..errors import JobError
 from ..job import WorkerFunctions, result_value
 from ..keys import decode_key
 from .values import Values
@@ -98,7 +99,12 @@ def reduce_runs(functions: WorkerFunctions, runs: list[Iterator[bytes]], *, bloc
             returned = functions.reducefn(key, values)
         except Exception as e:  # user code
             raise ReduceFailed(key, e) from e
-        payload = pickle.dumps(result_value(key, returned), protocol=5)
+        try:
+            payload = pickle.dumps(result_value(key, returned), protocol=5)
+        except Exception as e:  # pickling user objects runs user code (__reduce__) and can fail any way
+            raise JobError(f"{functions.job_name}: reducefn({key!r:.60}, ...) returned {type(returned).__name__}, "
+                           f"which cannot be sent to the coordinator: {e}",
+                           "return plain data (numbers, strings, lists, dicts, tuples)") from None
         out.append((key_enc, 1, payload))
         out_bytes += len(key_enc) + len(payload)
         keys += 1

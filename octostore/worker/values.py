@@ -11,8 +11,8 @@ map side detects a chunk of pairs whose values are all the *identical* object
 (``is``, not ``==``, so ``True``, ``1`` and ``1.0`` never merge) and counts its
 keys with ``collections.Counter`` (a C loop) instead of appending to lists.
 Nothing is combined: reducefn still sees every value, ``count`` times, and
-``len(values)`` is exact.  Measured on 4 corpus files (2.1 M pairs): grouping
-into lists costs 0.71 s on top of mapfn, counting 0.15 s.
+``len(values)`` is exact.  Measured on 4 corpus files (2.1 M pairs, mapfn
+alone 0.49 s): grouping into lists adds 1.14 s, counting 0.76 s.
 
 ``Values`` is lazy: ``len()`` sums the records' counts without unpickling;
 iteration unpickles one record at a time; past ``VALUES_MEMORY_BYTES`` of

@@ -91,7 +91,7 @@ def octo(verbose: int) -> None:
 def _job_options(fn: Any) -> Any:
     fn = click.option("--job-id", help="Name the job (default: a timestamp).")(fn)
     fn = click.option("--partitions", type=click.IntRange(min=1), help="Reduce partitions (default: the job's, else 8).")(fn)
-    fn = click.option("--map-tasks", type=click.IntRange(min=1), help="Map tasks (default: 4 per local worker, at least 16).")(fn)
+    fn = click.option("--map-tasks", type=click.IntRange(min=1), help="Map tasks (default: 4 per local worker, at least 8).")(fn)
     fn = click.option("--progress", type=click.Choice(["auto", "bar", "lines", "off"]), default="auto",
                       show_default=True, help="Progress on stderr.")(fn)
     return fn

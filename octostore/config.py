@@ -23,11 +23,12 @@ DEFAULT_PARTITIONS = 8
 
 MAP_TASKS_PER_WORKER = 4
 """Map tasks per local worker when the user does not say.  Each task costs a spill
-per partition and a run in every partition's merge, so fewer, larger tasks win
-until cores go idle: on the 200 MiB word count (64 files, 2 workers) 64 tasks
-took 19.4 s and 16 tasks 17.2 s; 4 per worker still leaves the last wave short."""
+and a run in every partition's merge, so fewer, larger tasks win until cores go
+idle: on the 200 MiB word count (64 files, 2 workers) 64 tasks took 19.4 s and
+16 tasks 17.2 s (before the faster shuffle); after it, 16 tasks 12.9 s and 8
+tasks 11.9 s (benchmarks/wordcount.py).  4 per worker keeps the last wave short."""
 
-MIN_MAP_TASKS = 16
+MIN_MAP_TASKS = 8
 """Map tasks at least (when there are enough source keys), e.g. for `octo server`,
 which cannot know how many clients will come."""
 

@@ -34,6 +34,8 @@ def _home() -> Path:
 class _Formatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         text = record.getMessage()
+        if record.exc_info:  # an internal error: keep its traceback for the bug report
+            text += "\n" + self.formatException(record.exc_info)
         if record.levelno >= logging.WARNING:
             return f"octo: {record.levelname.lower()}: {text}"
         return text
@@ -94,6 +96,10 @@ def _job_options(fn: Any) -> Any:
     fn = click.option("--map-tasks", type=click.IntRange(min=1), help="Map tasks (default: 4 per local worker, at least 8).")(fn)
     fn = click.option("--progress", type=click.Choice(["auto", "bar", "lines", "off"]), default="auto",
                       show_default=True, help="Progress on stderr.")(fn)
+    fn = click.option("--lease", "lease_s", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
+                      help="Seconds of silence after which a worker is lost and its task runs elsewhere.")(fn)
+    fn = click.option("--backup-tasks/--no-backup-tasks", default=True, show_default=True,
+                      help="Near the end of a phase, run second attempts of stragglers.")(fn)
     return fn
 
 
@@ -118,9 +124,10 @@ def _show_address(host: str, port: int) -> None:
               help="Local worker processes (default: one per core; 0 waits for `octo client`).")
 @_job_options
 def submit(job_file: Path, workers: int | None, job_id: str | None, partitions: int | None,
-           map_tasks: int | None, progress: str) -> None:
+           map_tasks: int | None, progress: str, lease_s: float, backup_tasks: bool) -> None:
     """Run JOB_FILE on this machine with local workers."""
-    config = _run(Config, home=_home(), workers=workers, partitions=partitions, map_tasks=map_tasks, progress=progress)
+    config = _run(Config, home=_home(), workers=workers, partitions=partitions, map_tasks=map_tasks, progress=progress,
+                  lease_s=lease_s, backup_tasks=backup_tasks)
     _print_report(_run(api.submit, job_file, config, job_id=job_id, on_listening=_show_address if workers == 0 else None))
 
 
@@ -132,10 +139,10 @@ def submit(job_file: Path, workers: int | None, job_id: str | None, partitions: 
               help="Local workers to start besides the clients.")
 @_job_options
 def server(job_file: Path, bind: str, port: int, workers: int, job_id: str | None, partitions: int | None,
-           map_tasks: int | None, progress: str) -> None:
+           map_tasks: int | None, progress: str, lease_s: float, backup_tasks: bool) -> None:
     """Run JOB_FILE and wait for `octo client` workers (the octo.py guide's manual mode)."""
     config = _run(Config, home=_home(), workers=workers, partitions=partitions, map_tasks=map_tasks,
-                  progress=progress, bind=bind, port=port)
+                  progress=progress, bind=bind, port=port, lease_s=lease_s, backup_tasks=backup_tasks)
 
     _print_report(_run(api.submit, job_file, config, job_id=job_id, on_listening=_show_address))
 
@@ -151,6 +158,41 @@ def client(address: str, secret_file: Path | None, wait_s: float) -> None:
     host_port = _run(parse_address, address)
     secret = _run(read_secret, secret_file or _home() / "secret")
     _run(api.work, host_port, secret, wait_s=wait_s, max_frame_bytes=MAX_FRAME_BYTES)
+
+
+@octo.command()
+@click.argument("job_id")
+@click.option("--reload", is_flag=True, help="Run the job file as it is now (after a fix), not the stored copy.")
+@click.option("--workers", type=click.IntRange(min=0), help="Local workers (default: as submitted).")
+@click.option("--progress", type=click.Choice(["auto", "bar", "lines", "off"]), help="Progress on stderr.")
+def resume(job_id: str, reload: bool, workers: int | None, progress: str | None) -> None:
+    """Continue JOB_ID after a crash, a cancel or a failure: only unfinished tasks run again."""
+    _print_report(_run(api.resume, _home(), job_id, reload=reload, workers=workers, progress=progress,
+                       on_listening=_show_address if workers == 0 else None))
+
+
+@octo.command()
+@click.argument("job_id")
+@click.option("--wait", "wait_s", type=click.FloatRange(min=0), default=30.0, show_default=True,
+              help="Seconds to wait for the coordinator to stop.")
+def cancel(job_id: str, wait_s: float) -> None:
+    """Stop a running job cleanly; `octo resume JOB_ID` continues it."""
+    _run(api.cancel, _home(), job_id, wait_s=wait_s)
+    log.info("job %s cancelled; continue it with: octo resume %s", job_id, job_id)
+
+
+@octo.command()
+def jobs() -> None:
+    """List every job: id, state, started, duration, tasks done/total."""
+    found = _run(api.list_jobs, _home())
+    click.echo(api.format_jobs(found) if found else f"no jobs under {_home() / 'jobs'}")
+
+
+@octo.command()
+@click.argument("job_id")
+def status(job_id: str) -> None:
+    """Show a job's phase, tasks by state, attempts, workers, failures and bytes moved."""
+    click.echo(api.format_status(_run(api.job_status, _home(), job_id)))
 
 
 @octo.command()

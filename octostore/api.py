@@ -6,17 +6,24 @@ CLI only parses arguments, calls one of these and prints.
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from .config import Config
-from .coordinator.submit import JobReport, submit_job
+from .coordinator.resume import stored_meta
+from .coordinator.submit import JobReport, Launch, resume_job, submit_job
 from .home import load_or_create_secret, require_job
+from .inspect import format_jobs, format_status, job_status, list_jobs
 from .launch.local import start_local_workers
 from .stores.results import iter_results
+from .stores.lock import is_locked, read_holder
 from .stores.segments import SegmentStore
-from .errors import StoreError
+from .errors import StoreError, UsageError
 from .stores.state import JobState, StateStore
 from .worker.main import run_worker
 
@@ -25,9 +32,53 @@ def submit(job_path: Path, config: Config, *, job_id: str | None = None,
            on_listening: Callable[[str, int], None] | None = None) -> JobReport:
     """Run a job on this machine's coordinator with `config.workers` local workers (0 = wait for clients)."""
     secret = load_or_create_secret(config.home)
+    return submit_job(job_path, config, secret, job_id=job_id, launch=_launcher(config, secret),
+                      on_listening=on_listening)
+
+
+def resume(home: Path, job_id: str, *, reload: bool = False, on_listening: Callable[[str, int], None] | None = None,
+           **overrides: Any) -> JobReport:
+    """Continue a job after any crash, with the config it was submitted with (`overrides` win).
+
+    Runs in the folder the job was submitted from, so relative paths in the job file
+    mean what they meant then."""
+    paths = require_job(home, job_id)
+    meta = stored_meta(paths)
+    config = Config.from_stored(home, meta.get("config", {}), **overrides)  # type: ignore[arg-type]
+    if os.path.isdir(str(meta.get("cwd", ""))):
+        os.chdir(str(meta["cwd"]))
+    secret = load_or_create_secret(home)
+    return resume_job(config, job_id, secret, reload=reload, launch=_launcher(config, secret),
+                      on_listening=on_listening)
+
+
+def cancel(home: Path, job_id: str, *, wait_s: float = 30.0) -> None:
+    """Ask the job's coordinator to stop (SIGTERM) and wait until it has; the job stays resumable."""
+    paths = require_job(home, job_id)
+    holder = read_holder(paths.lock)
+    if not is_locked(paths.lock) or holder is None:
+        state = stored_meta(paths).get("state")
+        raise UsageError(f"job {job_id!r} is not running (it is {state})",
+                         f"continue it with: octo resume {job_id}" if state != "DONE" else None)
+    pid, host = holder
+    if host != socket.gethostname():
+        raise UsageError(f"job {job_id!r} runs on {host}, not here", f"run octo cancel {job_id} on {host}")
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + wait_s
+    while is_locked(paths.lock):
+        if time.monotonic() > deadline:
+            raise UsageError(f"job {job_id!r} (pid {pid}) has not stopped after {wait_s:g} s",
+                             f"it may be inside final(); kill it with: kill -9 {pid}, then octo resume {job_id}")
+        time.sleep(0.1)
+
+
+__all__ = ["submit", "resume", "cancel", "work", "results", "list_jobs", "job_status", "format_jobs",
+           "format_status", "JobReport"]
+
+
+def _launcher(config: Config, secret: bytes) -> Launch | None:
     workers = config.resolved_workers()
-    launch = (lambda address: start_local_workers(workers, address, secret)) if workers else None
-    return submit_job(job_path, config, secret, job_id=job_id, launch=launch, on_listening=on_listening)
+    return (lambda address: start_local_workers(workers, address, secret)) if workers else None
 
 
 def work(address: tuple[str, int], secret: bytes, *, wait_s: float, max_frame_bytes: int) -> None:

@@ -59,6 +59,9 @@ class Config:
     max_frame_bytes: int = MAX_FRAME_BYTES
     max_attempts: int = 4
     sync: bool = True  # state store fsyncs every commit (durable against power loss)
+    lease_s: float = 30.0  # a worker silent this long is lost; its tasks run elsewhere
+    heartbeat_every_s: float = 0.0  # 0 = lease_s / 4
+    backup_tasks: bool = True  # near a phase's end, idle workers run backup attempts of stragglers
     progress: str = "auto"  # auto | bar | lines | off
     progress_every_s: float = 5.0  # plain progress lines, when stderr is not a terminal
 
@@ -71,12 +74,25 @@ class Config:
         _check_positive("max_attempts", self.max_attempts)
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port {self.port} is out of range", "use 0..65535 (0 picks a free port)")
+        if not self.lease_s > 0:
+            raise ConfigError(f"lease {self.lease_s!r} must be a positive number of seconds")
         if self.progress not in ("auto", "bar", "lines", "off"):
             raise ConfigError(f"progress {self.progress!r} is not one of auto, bar, lines, off")
 
     def replace(self, **changes: object) -> Config:
         """Return a copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    def stored(self) -> dict[str, object]:
+        """The fields a resumed job must run with again (stored in its state store)."""
+        return {name: getattr(self, name) for name in _STORED}
+
+    @classmethod
+    def from_stored(cls, home: Path, stored: dict[str, object], **overrides: object) -> Config:
+        """The config a job was submitted with, with `overrides` (not None) applied."""
+        values = {name: stored[name] for name in _STORED if name in stored}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(home=home, **values)  # type: ignore[arg-type]
 
     def resolved_workers(self) -> int:
         """Local worker processes to start: the option, else one per core."""
@@ -87,9 +103,17 @@ class Config:
         planned = self.map_tasks or max(MIN_MAP_TASKS, MAP_TASKS_PER_WORKER * self.resolved_workers())
         return min(source_keys, planned)
 
+    def resolved_heartbeat_s(self) -> float:
+        """Seconds between a worker's heartbeats: several per lease, so one late beat is no loss."""
+        return self.heartbeat_every_s or self.lease_s / 4
+
     def resolved_partitions(self, job_partitions: int | None) -> int:
         """Reduce partitions: the option wins over the job's `partitions`, then the default."""
         return self.partitions or job_partitions or DEFAULT_PARTITIONS
+
+
+_STORED = ("workers", "bind", "port", "map_buffer_bytes", "block_bytes", "zstd_level", "map_size_bytes",
+           "max_frame_bytes", "max_attempts", "sync", "lease_s", "heartbeat_every_s", "backup_tasks")
 
 
 def _check_positive(name: str, value: int | None, allow_zero: bool = False) -> None:

@@ -49,6 +49,14 @@ class JobPaths:
     def results(self) -> Path:
         return self.root / "results"
 
+    @property
+    def lock(self) -> Path:
+        return self.root / "lock"
+
+    @property
+    def live_status(self) -> Path:
+        return self.root / "status.json"
+
     def partition_spill(self, partition: int) -> Path:
         return self.spill / f"p{partition:04d}"
 

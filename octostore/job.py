@@ -59,6 +59,7 @@ class Job:
     """A loaded job file (coordinator side)."""
 
     path: Path
+    text: str
     module: ModuleType
     source: Any
     functions: WorkerFunctions
@@ -70,9 +71,12 @@ class Job:
         return self.path.name
 
 
-def load_job(path: Path) -> Job:
-    """Run the job file once and check the contract; raise JobError naming what is wrong."""
-    module = _exec_job_file(path)
+def load_job(path: Path, text: str | None = None) -> Job:
+    """Run the job file once and check the contract; raise JobError naming what is wrong.
+
+    `text` replaces the file's contents (resume runs the copy stored at submit,
+    so a later edit of the file cannot change a running job's code)."""
+    module = _exec_job_file(path, text)
     names = vars(module)
     missing = [name for name in REQUIRED if name not in names]
     if missing:
@@ -90,10 +94,10 @@ def load_job(path: Path) -> Job:
         raise JobError(f"{path}: partitions must be a positive integer, not {partitions!r}")
     _register_by_value(module, path.parent)
     functions = WorkerFunctions(
-        path.name, str(path.resolve()), path.read_text(errors="replace"),
+        path.name, str(path.resolve()), module.__octo_source__,
         names["mapfn"], names["reducefn"], names.get("combinefn"), names.get("partitionfn"),
     )
-    return Job(path, module, names["source"], functions, names.get("final"), partitions)
+    return Job(path, module.__octo_source__, module, names["source"], functions, names.get("final"), partitions)
 
 
 _DEFINE_HINTS = {
@@ -114,11 +118,13 @@ def _quote(names: list[str]) -> str:
     return ", ".join(f"'{n}'" for n in names)
 
 
-def _exec_job_file(path: Path) -> ModuleType:
-    if not path.is_file():
-        raise JobError(f"{path}: no such job file", "octo submit takes the path of a .py file")
+def _exec_job_file(path: Path, text: str | None) -> ModuleType:
+    if text is None:
+        if not path.is_file():
+            raise JobError(f"{path}: no such job file", "octo submit takes the path of a .py file")
+        text = path.read_text(errors="replace")
     try:
-        code = compile(path.read_bytes(), str(path.resolve()), "exec")  # tracebacks name it absolutely
+        code = compile(text, str(path.resolve()), "exec")  # tracebacks name it absolutely
     except SyntaxError as e:
         raise JobError(f"{path}:{e.lineno}: {e.msg}", (e.text or "").strip() or None) from None
     module_name = "octo_job_" + re.sub(r"\W", "_", path.stem)
@@ -126,6 +132,8 @@ def _exec_job_file(path: Path) -> ModuleType:
     assert spec is not None
     module = importlib.util.module_from_spec(spec)
     module.__file__ = str(path.resolve())
+    module.__octo_source__ = text  # type: ignore[attr-defined]  # stored with the job, shipped for tracebacks
+    linecache.cache[module.__file__] = (len(text), None, text.splitlines(keepends=True), module.__file__)
     sys.modules[module_name] = module
     sys.path.insert(0, str(path.parent.resolve()))  # as `python job.py` would: helpers beside it import
     try:

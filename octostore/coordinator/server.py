@@ -24,26 +24,32 @@ Commit order for a finished attempt (a crash between any two steps is safe):
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import pickle
+import signal
+import socket
 import sys
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import zstandard
 
-from .. import __version__
+from .. import __version__, failpoints
 from ..config import Config
-from ..errors import AuthenticationError, ConnectionLost, JobFailed, ProtocolError, UserCodeError
+from ..errors import AuthenticationError, ConnectionLost, JobFailed, OctoError, ProtocolError, UserCodeError
 from ..home import JobPaths
 from ..job import Job, format_user_traceback, pack_functions
 from ..progress import Progress
 from ..protocol.channel import AsyncChannel
 from ..protocol.handshake import HANDSHAKE_TIMEOUT_S
 from ..protocol.messages import (
-    MAP, PYTHON_VERSION, REDUCE, Hello, Input, InputEnd, MapTask, Ready, ReduceTask, Results, RunBlocks, Segment,
+    MAP, PYTHON_VERSION, REDUCE, Heartbeat, Hello, Input, InputEnd, MapTask, Ready, ReduceTask, Results, RunBlocks, Segment,
     Refused, Shutdown, TaskDone, TaskFailed, Welcome,
 )
 from ..stores.segments import SegmentStore
@@ -61,7 +67,9 @@ class WorkerConn:
     """One connected, authenticated worker."""
 
     name: str
+    pid: int
     channel: AsyncChannel
+    last_seen: float  # time.monotonic() of its last message: the lease runs from here
     assignment: Assignment | None = None
 
 
@@ -86,6 +94,26 @@ class _Attempt:
     results: list[int] = field(default_factory=list)
 
 
+class JobCancelled(OctoError):
+    """Raised by the coordinator when `octo cancel` (SIGTERM) stopped the job; it can be resumed."""
+
+
+class WorkerPool(Protocol):
+    """Local worker processes the coordinator started (launch/local.py), seen from here."""
+
+    def reap(self) -> list[tuple[int, int]]:
+        """(pid, returncode) of workers that exited since the last call."""
+        ...
+
+    def start(self, count: int) -> None:
+        """Start `count` more workers."""
+        ...
+
+
+MAX_RESPAWNS_PER_WORKER = 10
+"""Local workers restarted per original worker before the coordinator stops replacing them."""
+
+
 class CoordinatorServer:
     """Runs one job's map and reduce phases over TCP; returns when the job is done or failed."""
 
@@ -95,7 +123,12 @@ class CoordinatorServer:
         self.state, self.secret, self.epoch = state, secret, epoch
         self.partitions, self.progress = partitions, progress
         done = [(kind, t) for kind in (MAP, REDUCE) for t, r in state.tasks(kind) if r.state is TaskState.DONE]
-        self.scheduler = Scheduler(map_tasks, partitions, done=done)
+        self.scheduler = Scheduler(map_tasks, partitions, done=done, backup_tasks=config.backup_tasks)
+        self.pool: WorkerPool | None = None
+        self._respawns_left = MAX_RESPAWNS_PER_WORKER * config.resolved_workers()
+        self._lost_local: dict[int, Assignment] = {}  # pid -> the attempt a lost local worker ran
+        self._cancelled = False
+        self._last_worker_seen = time.monotonic()
         self.spill = [SegmentStore(paths.partition_spill(p), config.map_size_bytes) for p in range(partitions)]
         self.results = SegmentStore(paths.results, config.map_size_bytes)
         self.totals = Totals()
@@ -109,6 +142,7 @@ class CoordinatorServer:
         self._finished = asyncio.Event()
         self._phase_reported: Phase | None = None
         self._handlers: dict[type, Callable[[WorkerConn, Any], Any]] = {
+            Heartbeat: self._on_heartbeat,
             Ready: self._on_ready,
             Segment: self._on_segment,
             Results: self._on_results,
@@ -125,18 +159,29 @@ class CoordinatorServer:
         host, port = server.sockets[0].getsockname()[:2]
         self._report_phase()
         on_listening(host, port)
+        ticker = asyncio.get_running_loop().create_task(self._tick_forever())
         try:
             if not self.scheduler.is_finished:
                 await self._finished.wait()
         finally:
+            ticker.cancel()
+            self._reap_local_workers()  # report workers that died near the end
             server.close()
             for worker in list(self._workers):
                 await self._say_goodbye(worker)
             await self._join_tasks()
             await server.wait_closed()
             self._source_pool.shutdown(wait=False, cancel_futures=True)
+        if self._cancelled:
+            raise JobCancelled(f"job {self.job_id} cancelled", f"continue it with: octo resume {self.job_id}")
         if self.scheduler.phase is Phase.FAILED:
             raise JobFailed(self.scheduler.failure or "the job failed")
+
+    def cancel(self) -> None:
+        """Stop handing out work and end serve() (SIGTERM from `octo cancel`); the job stays resumable."""
+        log.warning("job %s: cancel requested; stopping", self.job_id)
+        self._cancelled = True
+        self._finished.set()
 
     def close_stores(self) -> None:
         for store in [*self.spill, self.results]:
@@ -186,7 +231,7 @@ class CoordinatorServer:
             await channel.send(Refused(mismatch))
             channel.close()
             return
-        worker = WorkerConn(f"{hello.host}:{hello.pid}", channel)
+        worker = WorkerConn(f"{hello.host}:{hello.pid}", hello.pid, channel, time.monotonic())
         await self._serve_worker(worker, hello)
 
     async def _serve_worker(self, worker: WorkerConn, hello: Hello) -> None:
@@ -196,10 +241,12 @@ class CoordinatorServer:
         try:
             settings = {"partitions": self.partitions, "block_bytes": self.config.block_bytes,
                         "zstd_level": self.config.zstd_level, "map_buffer_bytes": self.config.map_buffer_bytes,
-                        "max_attempts": self.config.max_attempts}
+                        "max_attempts": self.config.max_attempts,
+                        "heartbeat_every_s": self.config.resolved_heartbeat_s()}
             await worker.channel.send(Welcome(self.job_id, self.epoch, self._functions, settings))
             while True:
                 msg = await worker.channel.recv()
+                worker.last_seen = time.monotonic()
                 handler = self._handlers.get(type(msg))
                 if handler is None:
                     raise ProtocolError(f"unexpected message {msg.op} from a worker")
@@ -219,8 +266,72 @@ class CoordinatorServer:
         worker.channel.close()
         for lost in self.scheduler.worker_lost(worker):
             self._discard(lost.kind, lost.task, lost.attempt)
-            log.info("task %s %d attempt %d: requeued (its worker was lost)", lost.kind, lost.task, lost.attempt)
+            self._lost_local[worker.pid] = lost  # if it was our process and it died, the attempt counts
+            asyncio.get_running_loop().call_later(0.2, self._reap_local_workers)  # it is exiting: look soon
+            log.info("%s task %d attempt %d: its worker %s was lost; the task runs again", lost.kind, lost.task,
+                     lost.attempt, worker.name)
         self._dispatch_idle()
+
+    # -- liveness: leases, local workers, the live status file ----------------------------
+
+    async def _on_heartbeat(self, worker: WorkerConn, _: Heartbeat) -> None:
+        pass  # receiving it renewed the lease (last_seen)
+
+    async def _tick_forever(self) -> None:
+        every_s = min(1.0, self.config.lease_s / 4)
+        while True:
+            await asyncio.sleep(every_s)
+            self._expire_leases(time.monotonic())
+            self._reap_local_workers()
+            self._warn_if_no_workers(time.monotonic())
+            write_live_status(self.paths.live_status, self._live_status())
+
+    def _expire_leases(self, now: float) -> None:
+        for worker in list(self._workers):
+            if now - worker.last_seen > self.config.lease_s:
+                log.warning("worker %s lost: silent for %.1f s (lease %.1f s)", worker.name,
+                            now - worker.last_seen, self.config.lease_s)
+                worker.channel.close()  # its reader sees the connection end and calls _lose
+                worker.last_seen = float("inf")  # warn once
+
+    def _reap_local_workers(self) -> None:
+        if self.pool is None:
+            return
+        for pid, code in self.pool.reap():
+            lost = self._lost_local.pop(pid, None)
+            if code != 0 and lost is not None:
+                self._count_crash(pid, code, lost)
+            if not self.scheduler.is_finished and not self._cancelled and self._respawns_left > 0:
+                self._respawns_left -= 1
+                log.info("local worker %d exited (%s); starting a replacement", pid, _exit_text(code))
+                self.pool.start(1)
+
+    def _count_crash(self, pid: int, code: int, lost: Assignment) -> None:
+        """A local worker died while running user code: that attempt failed (and counts)."""
+        message = (f"worker process {pid} died ({_exit_text(code)}) while running {lost.kind} task {lost.task} "
+                   f"(attempt {lost.attempt} of {self.config.max_attempts})")
+        log.warning("%s", message)
+        if self.scheduler.is_finished:
+            return  # the task was redone and committed meanwhile; nothing left to count
+        record = self.state.record_failure(lost.kind, lost.task, message, self.config.max_attempts)
+        if record.state is TaskState.FAILED:
+            self._fail(message)
+
+    def _warn_if_no_workers(self, now: float) -> None:
+        if self._workers:
+            self._last_worker_seen = now
+        elif now - self._last_worker_seen > NO_WORKERS_WARN_S:
+            self._last_worker_seen = now
+            log.warning("no workers connected for %.0f s; start some with `octo client HOST:PORT`",
+                        NO_WORKERS_WARN_S)
+
+    def _live_status(self) -> dict[str, Any]:
+        running = {id(w): f"{a.kind} {a.task} attempt {a.attempt}" for a, w in self.scheduler.running()}
+        return {"pid": os.getpid(), "host": socket.gethostname(), "updated_at": time.time(),
+                "phase": self.scheduler.phase.value,
+                "workers": [{"name": w.name, "task": running.get(id(w))} for w in self._workers],
+                "bytes_in": self.totals.bytes_in + sum(w.channel.bytes_in for w in self._workers),
+                "bytes_out": self.totals.bytes_out + sum(w.channel.bytes_out for w in self._workers)}
 
     # -- handing out work -----------------------------------------------------------------
 
@@ -233,11 +344,16 @@ class CoordinatorServer:
         self._dispatch_idle()
 
     def _dispatch_idle(self) -> None:
-        while self._idle:
-            assignment = self.scheduler.assign(self._idle[0])
+        while self._idle and not self._cancelled:
+            assignment = self.scheduler.assign(self._idle[0], time.monotonic())
             if assignment is None:
                 return
             worker = self._idle.pop(0)
+            log.debug("%s task %d attempt %d: assigned to %s", assignment.kind, assignment.task,
+                      assignment.attempt, worker.name)
+            if assignment.is_backup:
+                log.info("%s task %d: backup attempt %d on %s (the first to finish wins)", assignment.kind,
+                         assignment.task, assignment.attempt, worker.name)
             worker.assignment = assignment
             self._attempts[(assignment.kind, assignment.task, assignment.attempt)] = _Attempt()
             self._track(asyncio.get_running_loop().create_task(self._send_task(worker, assignment)))
@@ -326,10 +442,15 @@ class CoordinatorServer:
             output: list[Any] = [[p, segments] for (p, _run), segments in sorted(attempt.runs.items(), key=lambda i: (i[0][1], i[0][0]))]
         else:
             output = attempt.results
+        failpoints.hit(f"before-{msg.kind}-commit")
         if not self.state.commit_task(msg.kind, msg.task, msg.attempt, output):  # step 2: the commit point
             self._drop_segments(msg.kind, attempt)
             return
-        self.scheduler.task_done(*key)
+        log.debug("%s task %d attempt %d: committed", msg.kind, msg.task, msg.attempt)
+        failpoints.hit(f"after-{msg.kind}-commit")
+        self.scheduler.task_done(*key, now=time.monotonic())
+        for other in [k for k in self._attempts if k[:2] == key[:2]]:  # a losing backup attempt
+            self._discard(*other)
         self._count(msg)
         self._report_phase()
 
@@ -347,9 +468,9 @@ class CoordinatorServer:
             self._discard(*key)
             return
         self._discard(*key)
-        record = self.state.record_failure(msg.kind, msg.task, msg.message, self.config.max_attempts)
-        retry = not msg.is_contract_error and record.state is not TaskState.FAILED
         text = msg.message + ("\n" + msg.traceback.rstrip() if msg.traceback else "")
+        record = self.state.record_failure(msg.kind, msg.task, text, self.config.max_attempts)
+        retry = not msg.is_contract_error and record.state is not TaskState.FAILED
         if retry:
             log.warning("%s; retrying (attempt %d of %d)", msg.message, record.failures + 1, self.config.max_attempts)
         self.scheduler.task_failed(*key, retry=retry, reason=text)
@@ -390,6 +511,26 @@ class CoordinatorServer:
     def _fail(self, reason: str) -> None:
         self.scheduler.fail(reason)
         self._report_phase()
+
+
+NO_WORKERS_WARN_S = 30.0
+"""How long the coordinator waits with no worker before it says so (server mode)."""
+
+
+def write_live_status(path: Path, status: dict[str, Any]) -> None:
+    """Replace the job's status.json (for `octo status`) atomically: temp file, then rename."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(status))
+    os.replace(tmp, path)
+
+
+def _exit_text(code: int) -> str:
+    if code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"exit code {code}"
 
 
 def _version_mismatch(hello: Hello) -> str | None:

@@ -10,6 +10,11 @@
 4. serve the map and reduce phases to workers (``server.CoordinatorServer``)
 5. call final() once per result in key order, on this process's stdout
 6. mark the job DONE and delete its spill (results stay for ``octo results``)
+
+``resume_job`` re-enters at step 4 after any crash: it takes the job's lock,
+raises the epoch (so a late result from before the crash is refused), drops
+segments no DONE task refers to, and serves only the tasks that are not DONE;
+a job that crashed during final() runs final() again from the start.
 """
 
 from __future__ import annotations
@@ -20,28 +25,35 @@ import os
 import pickle
 import resource
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from .. import __version__
+from .. import __version__, failpoints
 from ..config import Config
 from ..errors import JobError, JobFailed, UsageError, UserCodeError
-from ..home import JobPaths, job_paths, new_job_id
+from ..home import JobPaths, job_paths, new_job_id, require_job
+from ..stores.lock import JobLock
 from ..job import Job, check_pairs, format_user_traceback, load_job
 from ..progress import make_progress
 from ..stores.results import iter_results
 from ..stores.segments import SegmentStore
-from ..stores.state import JobState, StateStore
-from .server import CoordinatorServer, Totals
+from ..stores.state import JobState, StateStore, TaskState
+from .resume import collect_garbage, open_state, raise_epoch
+from .server import CoordinatorServer, JobCancelled, Totals, WorkerPool
 
 log = logging.getLogger(__name__)
 
-Launch = Callable[[tuple[str, int]], Callable[[], None]]
-"""Starts workers for a coordinator listening at (host, port); returns a function that stops them."""
+class LaunchedWorkers(WorkerPool, Protocol):
+    def stop(self) -> None: ...
+
+
+Launch = Callable[[tuple[str, int]], LaunchedWorkers]
+"""Starts workers for a coordinator listening at (host, port); returns them (reap, start, stop)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,21 +85,76 @@ def submit_job(job_path: Path, config: Config, secret: bytes, *, job_id: str | N
         raise UsageError(f"job {job_id!r} already exists in {paths.root}", "choose another --job-id")
     partitions = config.resolved_partitions(job.partitions)
     manifest = _plan_map_tasks(keys, config.resolved_map_tasks(len(keys)))
+    _check_manifest(job, manifest)
+    paths.root.mkdir(parents=True)
+    lock = JobLock(paths.lock, job_id)
     state = _create_state(paths, config, job, job_id, manifest, partitions)
     log.info("job %s: %s, %d source keys, %d map tasks, %d partitions", job_id, job.name, len(keys),
              len(manifest), partitions)
+    return _run_job(job, job_id, config, paths, state, lock, secret, launch, on_listening, started)
+
+
+def resume_job(config: Config, job_id: str, secret: bytes, *, reload: bool = False, launch: Launch | None = None,
+               on_listening: Callable[[str, int], None] | None = None) -> JobReport:
+    """Continue job `job_id` after any crash: redo only what was not committed, then final().
+
+    `config` is the job's stored config (``Config.from_stored``), `reload` runs the job
+    file as it is on disk now instead of the copy stored at submit."""
+    started = time.monotonic()
+    paths = require_job(config.home, job_id)
+    lock = JobLock(paths.lock, job_id)
     try:
-        totals = _serve(job, job_id, config, paths, state, secret, partitions, len(manifest), launch, on_listening)
+        state = open_state(paths, config)
+        meta = state.meta()
+        job = load_job(Path(meta["job_file"]), None if reload else meta["job_text"])
+        if reload:
+            state.set_meta(job_text=job.text)
+        epoch = raise_epoch(state)
+    except BaseException:
+        lock.release()
+        raise
+    done = {kind: sum(r.state is TaskState.DONE for _, r in state.tasks(kind)) for kind in ("map", "reduce")}
+    log.info("job %s: resuming %s (epoch %d, was %s): %d of %d map and %d of %d reduce tasks already done",
+             job_id, job.name, epoch, meta["state"], done["map"], meta["map_tasks"], done["reduce"],
+             meta["partitions"])
+    if meta["state"] != JobState.DONE.value:
+        collect_garbage(state, paths, config)
+    return _run_job(job, job_id, config, paths, state, lock, secret, launch, on_listening, started)
+
+
+def _run_job(job: Job, job_id: str, config: Config, paths: JobPaths, state: StateStore, lock: JobLock,
+             secret: bytes, launch: Launch | None, on_listening: Callable[[str, int], None] | None,
+             started: float) -> JobReport:
+    """Serve whatever tasks are not DONE, call final(), mark the job DONE (or FAILED or CANCELLED)."""
+    meta = state.meta()
+    partitions, map_tasks = meta["partitions"], meta["map_tasks"]
+    try:
+        if meta["state"] == JobState.DONE.value:
+            totals = Totals()  # nothing to run: final() prints the stored results again
+        else:
+            totals = _serve(job, job_id, config, paths, state, secret, partitions, map_tasks, launch, on_listening)
+        _add_bytes_moved(state, totals)
         results = run_final(job, state, paths, config)
         state.set_meta(state=JobState.DONE.value, finished_at=time.time())
     except (JobFailed, UserCodeError) as e:
         state.set_meta(state=JobState.FAILED.value, error=str(e), finished_at=time.time())
         raise
+    except JobCancelled:
+        state.set_meta(state=JobState.CANCELLED.value)
+        raise
     finally:
         state.close()
+        lock.release()
     shutil.rmtree(paths.spill, ignore_errors=True)
-    return JobReport(job_id, JobState.DONE, len(manifest), partitions, results, time.monotonic() - started,
+    return JobReport(job_id, JobState.DONE, map_tasks, partitions, results, time.monotonic() - started,
                      totals, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+
+
+def _add_bytes_moved(state: StateStore, totals: Totals) -> None:
+    """Add this run's wire bytes to the job's (a resumed job sums its runs)."""
+    meta = state.meta()
+    state.set_meta(bytes_in=int(meta.get("bytes_in", 0)) + totals.bytes_in,
+                   bytes_out=int(meta.get("bytes_out", 0)) + totals.bytes_out)
 
 
 def _silence_stdout() -> None:
@@ -118,18 +185,22 @@ def _plan_map_tasks(keys: list[Any], count: int) -> list[list[Any]]:
     return tasks
 
 
-def _create_state(paths: JobPaths, config: Config, job: Job, job_id: str,
-                  manifest: list[list[Any]], partitions: int) -> StateStore:
+def _check_manifest(job: Job, manifest: list[list[Any]]) -> None:
     for task, keys in enumerate(manifest):
         try:
             pickle.dumps(keys, protocol=5)
         except Exception as e:
             raise JobError(f"{job.path}: a source key of map task {task} cannot be stored: {e}",
                            "use str, int or tuple keys in source") from None
-    paths.root.mkdir(parents=True)
+
+
+def _create_state(paths: JobPaths, config: Config, job: Job, job_id: str,
+                  manifest: list[list[Any]], partitions: int) -> StateStore:
+    """Write everything resume needs: the plan, the job's code and where it ran, the config."""
     state = StateStore(paths.state, config.map_size_bytes, sync=config.sync)
-    meta = {"job_id": job_id, "job_file": str(job.path.resolve()), "partitions": partitions,
-            "map_tasks": len(manifest), "epoch": 1, "octostore": __version__, "argv": sys.argv}
+    meta = {"job_id": job_id, "job_file": str(job.path.resolve()), "job_text": job.text, "cwd": os.getcwd(),
+            "partitions": partitions, "map_tasks": len(manifest), "epoch": 1, "octostore": __version__,
+            "argv": sys.argv, "config": config.stored()}
     state.create_job(meta, manifest, partitions)
     return state
 
@@ -140,21 +211,24 @@ def _serve(job: Job, job_id: str, config: Config, paths: JobPaths, state: StateS
     progress = make_progress(config.progress, config.progress_every_s)
     server = CoordinatorServer(job, job_id, config, paths, state, secret, state.meta()["epoch"], partitions,
                                map_tasks, progress)
-    stop_workers: list[Callable[[], None]] = []
+    launched: list[LaunchedWorkers] = []
 
     def listening(host: str, port: int) -> None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, server.cancel)  # `octo cancel`
         if on_listening is not None:
             on_listening(host, port)
         if launch is not None:
-            stop_workers.append(launch(("127.0.0.1" if host in ("0.0.0.0", "::") else host, port)))
+            launched.append(launch(("127.0.0.1" if host in ("0.0.0.0", "::") else host, port)))
+            server.pool = launched[0]
 
     try:
         asyncio.run(server.serve(listening))
     finally:
         progress.close()
-        for stop in stop_workers:
-            stop()
+        for workers in launched:
+            workers.stop()
         server.close_stores()
+        paths.live_status.unlink(missing_ok=True)
     return server.totals
 
 
@@ -168,6 +242,7 @@ def run_final(job: Job, state: StateStore, paths: JobPaths, config: Config) -> i
     try:
         for key, value in iter_results(state, results):
             count += 1
+            failpoints.hit("mid-final")
             if job.final is None:
                 continue
             try:

@@ -1,4 +1,4 @@
-"""Start local worker processes for a coordinator, and make sure they die with it.
+"""Start local worker processes for a coordinator, replace the ones that die, and never orphan one.
 
 Workers are fresh interpreters (``subprocess``, i.e. spawn, never ``fork``
 after LMDB is open: an LMDB environment must not cross a fork).  Each gets the
@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
-from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -24,32 +23,57 @@ STOP_TIMEOUT_S = 5.0
 """How long a worker gets to exit after its stdin closes before it is killed."""
 
 
-def start_local_workers(count: int, address: tuple[str, int], secret: bytes) -> Callable[[], None]:
-    """Start `count` workers connecting to `address`; return a function that stops them."""
-    procs = []
-    for _ in range(count):
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "octostore.worker", f"{address[0]}:{address[1]}"],
-            stdin=subprocess.PIPE, stdout=2, stderr=None, close_fds=True,  # stdout -> our fd 2
-        )
-        assert proc.stdin is not None
-        proc.stdin.write(secret.hex().encode() + b"\n")
-        proc.stdin.flush()
-        procs.append(proc)
-    log.debug("started %d local workers: pids %s", count, [p.pid for p in procs])
+class LocalWorkers:
+    """The worker processes one coordinator started on this machine."""
 
-    def stop() -> None:
-        for proc in procs:
-            if proc.stdin is not None:
-                try:
-                    proc.stdin.close()
-                except OSError:
-                    pass
-        for proc in procs:
+    def __init__(self, address: tuple[str, int], secret: bytes) -> None:
+        self.address = address
+        self._secret = secret
+        self._procs: dict[int, subprocess.Popen[bytes]] = {}
+
+    def start(self, count: int) -> None:
+        """Start `count` workers connecting to the coordinator."""
+        for _ in range(count):
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "octostore.worker", f"{self.address[0]}:{self.address[1]}"],
+                stdin=subprocess.PIPE, stdout=2, stderr=None, close_fds=True,  # stdout -> our fd 2
+            )
+            assert proc.stdin is not None
+            proc.stdin.write(self._secret.hex().encode() + b"\n")
+            proc.stdin.flush()
+            self._procs[proc.pid] = proc
+        log.debug("local workers: pids %s", sorted(self._procs))
+
+    def reap(self) -> list[tuple[int, int]]:
+        """(pid, returncode) of the workers that exited since the last call."""
+        exited = [(pid, proc.returncode) for pid, proc in self._procs.items() if proc.poll() is not None]
+        for pid, _ in exited:
+            self._close_stdin(self._procs.pop(pid))
+        return exited
+
+    def stop(self) -> None:
+        """Close every worker's stdin (they exit), wait a little, kill what is left."""
+        for proc in self._procs.values():
+            self._close_stdin(proc)
+        for proc in self._procs.values():
             try:
                 proc.wait(STOP_TIMEOUT_S)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        self._procs.clear()
 
-    return stop
+    @staticmethod
+    def _close_stdin(proc: subprocess.Popen[bytes]) -> None:
+        if proc.stdin is not None:
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
+
+
+def start_local_workers(count: int, address: tuple[str, int], secret: bytes) -> LocalWorkers:
+    """Start `count` workers connecting to `address`."""
+    workers = LocalWorkers(address, secret)
+    workers.start(count)
+    return workers

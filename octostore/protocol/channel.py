@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
 from typing import Any
 
+from ..errors import ConnectionLost
 from .frames import Opener, Sealer, read_frame, recv_frame, send_frame, write_frame
 from .handshake import COORDINATOR_TO_WORKER, WORKER_TO_COORDINATOR, accept_handshake, connect_handshake
 from .messages import decode_message, encode_message
@@ -38,9 +40,12 @@ class AsyncChannel:
         """Send one message and wait until the transport has room again (backpressure)."""
         assert self._sealer is not None, "send before authenticate"
         payload = encode_message(msg)
-        write_frame(self.writer, payload, self._sealer.seal(payload))
-        self.bytes_out += len(payload)
-        await self.writer.drain()
+        try:
+            write_frame(self.writer, payload, self._sealer.seal(payload))
+            self.bytes_out += len(payload)
+            await self.writer.drain()
+        except (OSError, RuntimeError) as e:  # reset, broken pipe; RuntimeError: transport already closed
+            raise ConnectionLost(f"connection error while sending: {e}") from None
 
     async def recv(self) -> Any:
         """Receive one message; raise ConnectionLost or ProtocolError."""
@@ -62,6 +67,7 @@ class SyncChannel:
         self.max_frame_bytes = max_frame_bytes
         self._sealer: Sealer | None = None
         self._opener: Opener | None = None
+        self._send_lock = threading.Lock()  # the heartbeat thread sends too; frames must not interleave
 
     def authenticate(self, secret: bytes) -> None:
         """Run the worker's half of the handshake; raise AuthenticationError on a bad coordinator."""
@@ -70,9 +76,11 @@ class SyncChannel:
         self._opener = Opener(key, COORDINATOR_TO_WORKER)
 
     def send(self, msg: Any) -> None:
+        """Send one message (thread-safe: the MAC's sequence number and the frame go out together)."""
         assert self._sealer is not None, "send before authenticate"
         payload = encode_message(msg)
-        send_frame(self.sock, payload, self._sealer.seal(payload))
+        with self._send_lock:
+            send_frame(self.sock, payload, self._sealer.seal(payload))
 
     def recv(self) -> Any:
         assert self._opener is not None, "recv before authenticate"

@@ -17,6 +17,7 @@ Conversation (the worker pulls, as in octo.py: first come, first served)::
     Results*       ->                     (reduce output blocks)
     TaskDone       ->                     (commit; the next task is the ack)
     TaskFailed     ->                     (user code raised: traceback text)
+    Heartbeat      ->                     (every lease/4 seconds, from a thread, at any time)
 """
 
 from __future__ import annotations
@@ -57,6 +58,11 @@ class Welcome:
 class Refused:
     op: ClassVar[str] = "refused"
     reason: str  # why this worker cannot work for this coordinator (version mismatch)
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    op: ClassVar[str] = "heartbeat"  # "still alive", from a worker thread while user code runs
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +153,7 @@ class Shutdown:
 
 _MESSAGES: dict[str, type] = {
     cls.op: cls
-    for cls in (Hello, Welcome, Refused, Ready, MapTask, ReduceTask, Input, RunBlocks, InputEnd,
+    for cls in (Hello, Welcome, Refused, Heartbeat, Ready, MapTask, ReduceTask, Input, RunBlocks, InputEnd,
                 Segment, Results, TaskDone, TaskFailed, Shutdown)
 }
 _FIELDS: dict[type, tuple[str, ...]] = {cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in _MESSAGES.values()}

@@ -78,6 +78,17 @@ class SegmentStore:
                         break
                     yield block
 
+    def segment_ids(self) -> list[int]:
+        """Every segment id present, ascending (skips from segment to segment, not block to block)."""
+        ids = []
+        with self.env.begin() as txn, txn.cursor() as cur:
+            found = cur.first()
+            while found:
+                segment_id = _KEY.unpack(cur.key())[0]
+                ids.append(segment_id)
+                found = cur.set_range(_KEY.pack(segment_id + 1, 0))
+        return ids
+
     def delete_segments(self, segment_ids: Iterable[int]) -> None:
         """Delete the blocks of the given segments (idempotent)."""
         ids = sorted(set(segment_ids))

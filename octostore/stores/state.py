@@ -52,6 +52,7 @@ class JobState(str, enum.Enum):
     FINALIZING = "FINALIZING"
     DONE = "DONE"
     FAILED = "FAILED"
+    CANCELLED = "CANCELLED"  # stopped by `octo cancel`; `octo resume` continues it
 
 
 @dataclass(slots=True)
@@ -184,6 +185,21 @@ class StateStore:
         if data is None:
             raise StoreError(f"task {key.decode()} is missing from the state store")
         return TaskRecord.unpack(bytes(data))
+
+    def reopen_failed(self) -> int:
+        """Make FAILED tasks PENDING with no failures counted; return how many. Idempotent."""
+
+        def put(txn: lmdb.Transaction) -> int:
+            reopened = 0
+            for key, value in list(txn.cursor(db=self._tasks)):
+                record = TaskRecord.unpack(bytes(value))
+                if record.state is TaskState.FAILED:
+                    record.state, record.failures = TaskState.PENDING, 0
+                    txn.put(key, record.pack(), db=self._tasks)
+                    reopened += 1
+            return reopened
+
+        return lmdbenv.write(self.env, put)
 
     def close(self) -> None:
         self.env.close()

@@ -33,7 +33,7 @@ from ..errors import ConnectionLost, JobError, ProtocolError, UsageError
 from ..job import WorkerFunctions, format_user_traceback, unpack_functions
 from ..protocol.channel import SyncChannel
 from ..protocol.messages import (
-    MAP, PYTHON_VERSION, REDUCE, Hello, Input, InputEnd, MapTask, Ready, ReduceTask, Results, RunBlocks, Segment,
+    MAP, PYTHON_VERSION, REDUCE, Heartbeat, Hello, Input, InputEnd, MapTask, Ready, ReduceTask, Results, RunBlocks, Segment,
     Refused, Shutdown, TaskDone, TaskFailed, Welcome,
 )
 from .mapside import MapOutput
@@ -80,9 +80,33 @@ def run_worker(address: tuple[str, int], secret: bytes, *, wait_s: float = 30.0,
         if not isinstance(welcome, Welcome):
             raise ProtocolError(f"expected welcome, got {welcome.op}")
         log.info("worker %d: joined job %s at %s:%d", os.getpid(), welcome.job_id, *address)
-        Worker(channel, unpack_functions(welcome.functions), welcome.settings).serve()
+        functions = unpack_functions(welcome.functions)
+        stop = _start_heartbeats(channel, welcome.settings["heartbeat_every_s"])
+        try:
+            Worker(channel, functions, welcome.settings).serve()
+        finally:
+            stop.set()
     finally:
         channel.close()
+
+
+def _start_heartbeats(channel: SyncChannel, every_s: float) -> threading.Event:
+    """Send Heartbeat every `every_s` from a thread, so a long mapfn does not look like a dead worker.
+
+    A worker frozen with SIGSTOP sends nothing and loses its lease, as it should.
+    If sending fails, the connection is gone; the main thread finds out on its
+    next message (a local worker's stdin watchdog ends it sooner)."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(every_s):
+            try:
+                channel.send(Heartbeat())
+            except ConnectionLost:
+                return
+
+    threading.Thread(target=beat, name="heartbeat", daemon=True).start()
+    return stop
 
 
 def watch_stdin() -> None:

@@ -11,7 +11,7 @@ import psutil
 import pytest
 
 from . import oracle
-from .conftest import JOBS, Running, octo, start_octo
+from .conftest import JOBS, Running, octo, start_octo, start_server
 
 CANARY = JOBS / "canary.py"
 SLOW = dict(OCTO_TEST_PAUSE_S="0.01")
@@ -141,3 +141,28 @@ def test_a_failing_job_resumes_after_the_fix_with_reload(home: Path, tmp_path: P
     resumed = octo(home, "resume", "buggy", "--reload")
     assert resumed.returncode == 0, resumed.stderr
     assert resumed.stdout == oracle.final_output(JOBS / "combiner.py")
+
+
+def run_with_a_slow_worker(home: Path, job_id: str, *options: str) -> tuple[float, str, str]:
+    """`octo server` with one normal and one 10x slower client; return (seconds, stdout, stderr)."""
+    job = JOBS / "straggler.py"
+    started = time.monotonic()
+    server, port = start_server(home, job, "--job-id", job_id, "--map-tasks", "16", "--progress", "off", *options,
+                                OCTO_TEST_PAUSE_S="0.01")
+    clients = [Running(start_octo(home, "client", f"127.0.0.1:{port}")),
+               Running(start_octo(home, "client", f"127.0.0.1:{port}", OCTO_TEST_SLOW_WORKER="1"))]
+    try:
+        code, out, err = server.finish(timeout_s=90)
+        assert code == 0, err
+        for client in clients:
+            client.finish()
+        return time.monotonic() - started, out, err
+    finally:
+        for process in [server, *clients]:
+            process.kill()
+
+
+def test_backup_attempts_beat_a_slow_worker_and_the_first_commit_wins(home: Path) -> None:
+    _, out, err = run_with_a_slow_worker(home, "backups")
+    assert out == oracle.final_output(JOBS / "straggler.py")
+    assert "backup attempt" in err

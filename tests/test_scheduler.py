@@ -102,3 +102,47 @@ def test_scheduler_invariant_holds_under_random_events() -> None:
         s._check()
     assert s.phase is Phase.DONE
     assert s.done_count(MAP) == 30 and s.done_count(REDUCE) == 7
+
+
+def finish_all_but_one(s: Scheduler, workers: list[object], durations: list[float]) -> Assignment:
+    """Run 4 map tasks: three finish after `durations`, the last stays running (the straggler)."""
+    assigned = [s.assign(w, now=0.0) for w in workers]
+    for a, d in zip(assigned[:3], durations):
+        s.task_done(a.kind, a.task, a.attempt, now=d)
+    return assigned[3]
+
+
+def test_a_straggler_gets_a_backup_attempt_and_the_first_commit_wins() -> None:
+    s = Scheduler(4, 1)
+    workers = [object() for _ in range(4)]
+    straggler = finish_all_but_one(s, workers, [1.0, 1.0, 1.0])
+    assert s.assign(workers[0], now=1.2) is None  # not yet 1.5x the median (1.0 s)
+    backup = s.assign(workers[0], now=2.0)
+    assert backup == Assignment(MAP, straggler.task, straggler.attempt + 1, is_backup=True)
+    assert s.assign(workers[1], now=2.0) is None  # one backup per task
+    s.task_done(MAP, backup.task, backup.attempt, now=2.5)
+    assert not s.is_current(MAP, straggler.task, straggler.attempt)  # the slow original lost
+    assert s.phase is Phase.REDUCE
+    s._check()
+
+
+def test_no_backup_before_most_of_the_phase_is_done_or_when_disabled() -> None:
+    s = Scheduler(8, 1)
+    workers = [object() for _ in range(8)]
+    assigned = [s.assign(w) for w in workers]
+    s.task_done(MAP, assigned[0].task, 1, now=1.0)
+    assert s.assign(workers[0], now=100.0) is None  # 1 of 8 done: too early
+    off = Scheduler(4, 1, backup_tasks=False)
+    finish_all_but_one(off, [object() for _ in range(4)], [1.0, 1.0, 1.0])
+    assert off.assign(object(), now=100.0) is None
+
+
+def test_a_failed_backup_leaves_the_original_running() -> None:
+    s = Scheduler(4, 1)
+    workers = [object() for _ in range(4)]
+    straggler = finish_all_but_one(s, workers, [1.0, 1.0, 1.0])
+    backup = s.assign(workers[0], now=5.0)
+    s.task_failed(MAP, backup.task, backup.attempt, retry=True, reason="boom")
+    assert s.is_current(MAP, straggler.task, straggler.attempt)
+    assert s.assign(workers[1], now=5.0) == Assignment(MAP, straggler.task, backup.attempt + 1, is_backup=True)
+    s._check()

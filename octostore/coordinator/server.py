@@ -128,6 +128,8 @@ class CoordinatorServer:
         self._respawns_left = MAX_RESPAWNS_PER_WORKER * config.resolved_workers()
         self._lost_local: dict[int, Assignment] = {}  # pid -> the attempt a lost local worker ran
         self._cancelled = False
+        self._closing = False
+        self._handshaking: set[asyncio.StreamWriter] = set()
         self._last_worker_seen = time.monotonic()
         self.spill = [SegmentStore(paths.partition_spill(p), config.map_size_bytes) for p in range(partitions)]
         self.results = SegmentStore(paths.results, config.map_size_bytes)
@@ -167,6 +169,9 @@ class CoordinatorServer:
             ticker.cancel()
             self._reap_local_workers()  # report workers that died near the end
             server.close()
+            self._closing = True
+            for writer in list(self._handshaking):  # peers still in the handshake: no need to wait 10 s
+                writer.transport.abort()
             for worker in list(self._workers):
                 await self._say_goodbye(worker)
             await self._join_tasks()
@@ -214,16 +219,20 @@ class CoordinatorServer:
         self._track(asyncio.current_task())  # type: ignore[arg-type]
         peer = "%s:%s" % writer.get_extra_info("peername")[:2]
         channel = AsyncChannel(reader, writer, self.config.max_frame_bytes)
+        self._handshaking.add(writer)
         try:
             await asyncio.wait_for(channel.authenticate(self.secret), HANDSHAKE_TIMEOUT_S)
             hello = await asyncio.wait_for(channel.recv(), HANDSHAKE_TIMEOUT_S)
             if not isinstance(hello, Hello):
                 raise ProtocolError(f"expected hello, got {hello.op}")
         except (AuthenticationError, ProtocolError, ConnectionLost, asyncio.TimeoutError, OSError) as e:
-            self.totals.refused_peers += 1
-            log.warning("refused a peer from %s: %s", peer, getattr(e, "message", None) or type(e).__name__)
+            if not self._closing:  # at shutdown we close half-open connections ourselves
+                self.totals.refused_peers += 1
+                log.warning("refused a peer from %s: %s", peer, getattr(e, "message", None) or type(e).__name__)
             writer.close()
             return
+        finally:
+            self._handshaking.discard(writer)
         mismatch = _version_mismatch(hello)
         if mismatch:
             self.totals.refused_peers += 1

@@ -159,6 +159,29 @@ _MESSAGES: dict[str, type] = {
 _FIELDS: dict[type, tuple[str, ...]] = {cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in _MESSAGES.values()}
 
 
+def _is_int(v: object) -> bool:
+    return type(v) is int
+
+
+def _is_bytes_list(v: object) -> bool:
+    return type(v) is list and all(type(b) is bytes for b in v)
+
+
+def _is_int_dict(v: object) -> bool:
+    return type(v) is dict and all(type(k) is str and type(i) is int for k, i in v.items())
+
+
+# A peer that holds the secret can still send nonsense; every field is checked before use.
+_CHECKS: dict[str, Any] = {
+    "int": _is_int, "str": lambda v: type(v) is str, "bytes": lambda v: type(v) is bytes,
+    "bool": lambda v: type(v) is bool, "list[bytes]": _is_bytes_list,
+    "dict[str, int]": _is_int_dict, "dict[str, Any]": lambda v: type(v) is dict,
+}
+_FIELD_CHECKS: dict[type, tuple[tuple[str, Any], ...]] = {
+    cls: tuple((f.name, _CHECKS[str(f.type)]) for f in dataclasses.fields(cls)) for cls in _MESSAGES.values()
+}
+
+
 def encode_message(msg: Any) -> bytes:
     """Return the msgpack bytes of `msg`."""
     data: bytes = msgpack.packb([msg.op, *(getattr(msg, name) for name in _FIELDS[type(msg)])], use_bin_type=True)
@@ -178,4 +201,7 @@ def decode_message(data: bytes | memoryview) -> Any:
         raise ProtocolError(f"unknown message op {items[0]!r}")
     if len(items) - 1 != len(_FIELDS[cls]):
         raise ProtocolError(f"message {items[0]!r} has {len(items) - 1} fields, expected {len(_FIELDS[cls])}")
+    for (name, check), value in zip(_FIELD_CHECKS[cls], items[1:]):
+        if not check(value):
+            raise ProtocolError(f"message {items[0]!r}: field {name} has the wrong type ({type(value).__name__})")
     return cls(*items[1:])

@@ -69,5 +69,9 @@ class StoreError(UsageError):
     """Raised when a job's stores are missing or damaged (unknown job id, bad files)."""
 
 
+class DiskFull(OctoError):
+    """Raised by the stores when the disk under a job's folder is full; the job stops, resumable."""
+
+
 class OctostoreInternalError(OctoError):
     """Our bug, not yours: please report it with the traceback."""

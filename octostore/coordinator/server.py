@@ -42,7 +42,9 @@ import zstandard
 
 from .. import __version__, failpoints
 from ..config import Config
-from ..errors import AuthenticationError, ConnectionLost, JobFailed, OctoError, ProtocolError, UserCodeError
+from ..errors import (
+    AuthenticationError, ConnectionLost, DiskFull, JobFailed, OctoError, ProtocolError, StoreError, UserCodeError,
+)
 from ..home import JobPaths
 from ..job import Job, format_user_traceback, pack_functions
 from ..progress import Progress
@@ -128,6 +130,7 @@ class CoordinatorServer:
         self._respawns_left = MAX_RESPAWNS_PER_WORKER * config.resolved_workers()
         self._lost_local: dict[int, Assignment] = {}  # pid -> the attempt a lost local worker ran
         self._cancelled = False
+        self._disk_full: DiskFull | None = None
         self._closing = False
         self._handshaking: set[asyncio.StreamWriter] = set()
         self._last_worker_seen = time.monotonic()
@@ -177,10 +180,19 @@ class CoordinatorServer:
             await self._join_tasks()
             await server.wait_closed()
             self._source_pool.shutdown(wait=False, cancel_futures=True)
+        if self._disk_full is not None:
+            raise self._disk_full
         if self._cancelled:
             raise JobCancelled(f"job {self.job_id} cancelled", f"continue it with: octo resume {self.job_id}")
         if self.scheduler.phase is Phase.FAILED:
             raise JobFailed(self.scheduler.failure or "the job failed")
+
+    def _pause(self, reason: DiskFull) -> None:
+        """Stop serving after a store write failed for lack of space; the job stays resumable."""
+        if self._disk_full is None:
+            log.error("%s; stopping the job", reason.message)
+            self._disk_full = reason
+            self._finished.set()
 
     def cancel(self) -> None:
         """Stop handing out work and end serve() (SIGTERM from `octo cancel`); the job stays resumable."""
@@ -263,6 +275,8 @@ class CoordinatorServer:
         except (ConnectionLost, ProtocolError) as e:
             if not self.scheduler.is_finished:
                 log.warning("worker %s lost: %s", worker.name, e.message)
+        except DiskFull as e:  # nothing was committed by the failed write: stop, resumable
+            self._pause(e)
         finally:
             self._lose(worker)
 
@@ -353,7 +367,7 @@ class CoordinatorServer:
         self._dispatch_idle()
 
     def _dispatch_idle(self) -> None:
-        while self._idle and not self._cancelled:
+        while self._idle and not self._cancelled and self._disk_full is None:
             assignment = self.scheduler.assign(self._idle[0], time.monotonic())
             if assignment is None:
                 return
@@ -493,11 +507,15 @@ class CoordinatorServer:
             self._drop_segments(kind, dropped)
 
     def _drop_segments(self, kind: str, attempt: _Attempt) -> None:
-        if kind == MAP:
-            for (partition, _), segments in attempt.runs.items():
-                self.spill[partition].delete_segments(segments)
-        else:
-            self.results.delete_segments(attempt.results)
+        """Delete an uncommitted attempt's segments; best effort, as resume collects any left."""
+        try:
+            if kind == MAP:
+                for (partition, _), segments in attempt.runs.items():
+                    self.spill[partition].delete_segments(segments)
+            else:
+                self.results.delete_segments(attempt.results)
+        except (DiskFull, StoreError) as e:
+            log.debug("segments of a discarded attempt stay until resume collects them: %s", e.message)
 
     # -- phases ---------------------------------------------------------------------------
 
@@ -527,10 +545,14 @@ NO_WORKERS_WARN_S = 30.0
 
 
 def write_live_status(path: Path, status: dict[str, Any]) -> None:
-    """Replace the job's status.json (for `octo status`) atomically: temp file, then rename."""
+    """Replace the job's status.json (for `octo status`) atomically: temp file, then rename.
+    Best effort: a full disk must not stop the job for the sake of a status file."""
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(status))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(status))
+        os.replace(tmp, path)
+    except OSError as e:
+        log.debug("cannot write %s: %s", path, e)
 
 
 def _exit_text(code: int) -> str:

@@ -35,7 +35,7 @@ from typing import Any, Protocol
 
 from .. import __version__, failpoints
 from ..config import Config
-from ..errors import JobError, JobFailed, UsageError, UserCodeError
+from ..errors import DiskFull, JobError, JobFailed, UsageError, UserCodeError
 from ..home import JobPaths, job_paths, new_job_id, require_job
 from ..stores.lock import JobLock
 from ..job import Job, check_pairs, format_user_traceback, load_job
@@ -141,6 +141,9 @@ def _run_job(job: Job, job_id: str, config: Config, paths: JobPaths, state: Stat
         raise
     except JobCancelled:
         state.set_meta(state=JobState.CANCELLED.value)
+        raise
+    except DiskFull as e:  # the state store may be on that disk too: write nothing more
+        e.hint = f"free some space there, then continue with: octo resume {job_id}"
         raise
     finally:
         state.close()

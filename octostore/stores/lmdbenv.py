@@ -16,13 +16,19 @@ Traps this module guards (the brief, section 5):
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 import lmdb
 
+from ..errors import DiskFull, StoreError
+
 log = logging.getLogger(__name__)
+
+LOW_SPACE_BYTES = 16 * 1024 * 1024
+"""Free space under which a failed LMDB commit is taken as "disk full" (it cannot tell us itself)."""
 T = TypeVar("T")
 
 
@@ -46,13 +52,22 @@ def open_env(path: Path, map_size_bytes: int, *, sync: bool, max_dbs: int = 0, r
 
 
 def write(env: lmdb.Environment, fn: Callable[[lmdb.Transaction], T]) -> T:
-    """Run `fn` in a write transaction, doubling the map and retrying while it is full."""
+    """Run `fn` in a write transaction, doubling the map and retrying while it is full.
+
+    Raises DiskFull (naming the folder) when the commit fails for lack of disk
+    space: LMDB reports ENOSPC as an I/O error, so the free space decides."""
     while True:
         try:
             with env.begin(write=True) as txn:
                 return fn(txn)
         except lmdb.MapFullError:
             grow(env)
+        except lmdb.Error as e:
+            path = env.path()
+            if shutil.disk_usage(path).free < LOW_SPACE_BYTES:
+                raise DiskFull(f"{path}: the disk is full ({e})",
+                               "free some space there, then continue with: octo resume JOBID") from None
+            raise StoreError(f"{path}: LMDB write failed: {e}") from None
 
 
 def grow(env: lmdb.Environment) -> None:

@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 import click
 
 from octostore import api
-from octostore.config import DEFAULT_PORT, MAX_FRAME_BYTES, Config, parse_address
+from octostore.config import DEFAULT_PORT, MAX_FRAME_BYTES, parse_address
 from octostore.errors import OctoError, UserCodeError
 from octostore.home import read_secret
 
@@ -91,16 +91,41 @@ def octo(verbose: int) -> None:
 
 
 def _job_options(fn: Any) -> Any:
-    fn = click.option("--job-id", help="Name the job (default: a timestamp).")(fn)
-    fn = click.option("--partitions", type=click.IntRange(min=1), help="Reduce partitions (default: the job's, else 8).")(fn)
-    fn = click.option("--map-tasks", type=click.IntRange(min=1), help="Map tasks (default: 4 per local worker, at least 8).")(fn)
-    fn = click.option("--progress", type=click.Choice(["auto", "bar", "lines", "off"]), default="auto",
-                      show_default=True, help="Progress on stderr.")(fn)
-    fn = click.option("--lease", "lease_s", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
-                      help="Seconds of silence after which a worker is lost and its task runs elsewhere.")(fn)
-    fn = click.option("--backup-tasks/--no-backup-tasks", default=True, show_default=True,
-                      help="Near the end of a phase, run second attempts of stragglers.")(fn)
+    """Options shared by submit and server.  Their defaults are None, so that a value from
+    --config applies unless the flag is given: the command line wins, then the file, then
+    octostore's defaults."""
+    options = [
+        click.option("--config", "config_file", type=click.Path(path_type=Path),
+                     help="A cluster config file (YAML); see configs/."),
+        click.option("--dry-run", is_flag=True, help="Print the resolved plan (hosts, slots, mode) and stop."),
+        click.option("--job-id", help="Name the job (default: a timestamp)."),
+        click.option("--partitions", type=click.IntRange(min=1), help="Reduce partitions (default: the job's, else 8)."),
+        click.option("--map-tasks", type=click.IntRange(min=1),
+                     help="Map tasks (default: 4 per local worker, at least 8)."),
+        click.option("--progress", type=click.Choice(["auto", "bar", "lines", "off"]),
+                     help="Progress on stderr (default: auto, a bar on a terminal)."),
+        click.option("--lease", "lease_s", type=click.FloatRange(min=0.1),
+                     help="Seconds of silence after which a worker is lost and its task runs elsewhere (default 30)."),
+        click.option("--backup-tasks/--no-backup-tasks", default=None,
+                     help="Near the end of a phase, run second attempts of stragglers (default: on)."),
+        click.option("--accept-new-host-keys", is_flag=True, default=None,
+                     help="Add unknown (never changed) SSH host keys to known_hosts, printing their fingerprints."),
+        click.option("--known-hosts", "ssh_known_hosts", help="known_hosts file (default: ~/.ssh/known_hosts)."),
+        click.option("--ssh-config", "ssh_config_file", help="OpenSSH client config (default: ~/.ssh/config)."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
     return fn
+
+
+def _submit(job_file: Path, job_id: str | None, config_file: Path | None, dry_run: bool,
+            mode_defaults: dict[str, Any], **flags: Any) -> None:
+    config = _run(api.resolve_config, _home(), mode_defaults, config_file, flags)
+    if dry_run:
+        click.echo(api.describe_plan(config, job_file))
+        return
+    waits = config.resolved_workers() == 0 and not config.ssh_hosts
+    _print_report(_run(api.submit, job_file, config, job_id=job_id, on_listening=_show_address if waits else None))
 
 
 def _print_report(report: api.JobReport) -> None:
@@ -123,28 +148,21 @@ def _show_address(host: str, port: int) -> None:
 @click.option("--workers", type=click.IntRange(min=0),
               help="Local worker processes (default: one per core; 0 waits for `octo client`).")
 @_job_options
-def submit(job_file: Path, workers: int | None, job_id: str | None, partitions: int | None,
-           map_tasks: int | None, progress: str, lease_s: float, backup_tasks: bool) -> None:
-    """Run JOB_FILE on this machine with local workers."""
-    config = _run(Config, home=_home(), workers=workers, partitions=partitions, map_tasks=map_tasks, progress=progress,
-                  lease_s=lease_s, backup_tasks=backup_tasks)
-    _print_report(_run(api.submit, job_file, config, job_id=job_id, on_listening=_show_address if workers == 0 else None))
+def submit(job_file: Path, job_id: str | None, config_file: Path | None, dry_run: bool, **flags: Any) -> None:
+    """Run JOB_FILE with local workers (and the SSH hosts of --config, if any)."""
+    _submit(job_file, job_id, config_file, dry_run, {}, **flags)
 
 
 @octo.command()
 @click.argument("job_file", type=click.Path(path_type=Path))
-@click.option("--bind", default="0.0.0.0", show_default=True, help="Address to listen on.")
-@click.option("--port", type=click.IntRange(0, 65535), default=DEFAULT_PORT, show_default=True)
-@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Local workers to start besides the clients.")
+@click.option("--bind", help="Address to listen on (default: 0.0.0.0).")
+@click.option("--port", type=click.IntRange(0, 65535), help=f"Port to listen on (default: {DEFAULT_PORT}).")
+@click.option("--workers", type=click.IntRange(min=0), help="Local workers to start besides the clients (default: 0).")
 @_job_options
-def server(job_file: Path, bind: str, port: int, workers: int, job_id: str | None, partitions: int | None,
-           map_tasks: int | None, progress: str, lease_s: float, backup_tasks: bool) -> None:
+def server(job_file: Path, job_id: str | None, config_file: Path | None, dry_run: bool, **flags: Any) -> None:
     """Run JOB_FILE and wait for `octo client` workers (the octo.py guide's manual mode)."""
-    config = _run(Config, home=_home(), workers=workers, partitions=partitions, map_tasks=map_tasks,
-                  progress=progress, bind=bind, port=port, lease_s=lease_s, backup_tasks=backup_tasks)
-
-    _print_report(_run(api.submit, job_file, config, job_id=job_id, on_listening=_show_address))
+    _submit(job_file, job_id, config_file, dry_run, {"bind": "0.0.0.0", "port": DEFAULT_PORT, "workers": 0},
+            **flags)
 
 
 @octo.command()

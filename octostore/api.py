@@ -19,7 +19,11 @@ from .coordinator.resume import stored_meta
 from .coordinator.submit import JobReport, Launch, resume_job, submit_job
 from .home import load_or_create_secret, require_job
 from .inspect import format_jobs, format_status, job_status, list_jobs
+from .config_file import load_config_file
+from .launch.group import WorkerGroup
+from .launch.hosts import Host, parse_hosts
 from .launch.local import start_local_workers
+from .launch.ssh import SshOptions, SshWorkers, advertised_address
 from .stores.results import iter_results
 from .stores.lock import is_locked, read_holder
 from .stores.segments import SegmentStore
@@ -76,9 +80,68 @@ __all__ = ["submit", "resume", "cancel", "work", "results", "list_jobs", "job_st
            "format_status", "JobReport"]
 
 
+def resolve_config(home: Path, mode_defaults: dict[str, Any], config_file: Path | None,
+                   flags: dict[str, Any]) -> Config:
+    """The config of a run: command-line `flags` (None = not given) over the --config file over
+    the mode's defaults over Config's own.  The file's `home` wins over $OCTO_HOME (`home`)."""
+    from_file: dict[str, Any] = {}
+    if config_file is not None:
+        loaded = load_config_file(config_file)
+        from_file = loaded.config_overrides()
+        home = loaded.home.expanduser() if loaded.home else home
+    given = {k: v for k, v in flags.items() if v is not None}
+    return Config(home=home, **{**mode_defaults, **from_file, **given})
+
+
+def describe_plan(config: Config, job_file: Path) -> str:
+    """What `octo submit --dry-run` prints: what would run where, without running it."""
+    hosts = _hosts(config)
+    lines = [
+        f"job file: {job_file}",
+        f"$OCTO_HOME: {config.home}",
+        f"coordinator: listens on {config.bind}:{config.port or 'any free port'}",
+        f"local workers: {config.resolved_workers()}",
+        *(f"ssh host: {h.label}  slots={h.slots}  python={h.python}" for h in hosts),
+        f"ssh workers: {sum(h.slots for h in hosts)} on {len(hosts)} host(s)",
+        f"shuffle mode: {config.shuffle_mode}",
+        f"partitions: {config.partitions or 'as the job says, else 8'}; map tasks: {config.map_tasks or 'default'}; "
+        f"lease: {config.lease_s:g} s; max attempts: {config.max_attempts}",
+    ]
+    return "\n".join(lines)
+
+
+def _hosts(config: Config) -> list[Host]:
+    return parse_hosts("\n".join(config.ssh_hosts), "the stored config") if config.ssh_hosts else []
+
+
+def _ssh_options(config: Config) -> SshOptions:
+    defaults = SshOptions()
+    return SshOptions(
+        known_hosts=Path(config.ssh_known_hosts).expanduser() if config.ssh_known_hosts else defaults.known_hosts,
+        ssh_config=Path(config.ssh_config_file).expanduser() if config.ssh_config_file else defaults.ssh_config,
+        accept_new_host_keys=config.accept_new_host_keys)
+
+
 def _launcher(config: Config, secret: bytes) -> Launch | None:
-    workers = config.resolved_workers()
-    return (lambda address: start_local_workers(workers, address, secret)) if workers else None
+    """Start the local workers and the SSH hosts' workers once the coordinator listens."""
+    workers, hosts = config.resolved_workers(), _hosts(config)
+    if not workers and not hosts:
+        return None
+
+    def launch(address: tuple[str, int]) -> WorkerGroup:
+        group = WorkerGroup([])
+        if workers:
+            group.add(start_local_workers(workers, address, secret))
+        if hosts:
+            remote = SshWorkers(hosts, advertised_address(config.bind, address[1]), secret, _ssh_options(config))
+            group.add(remote)
+            if remote.start_all() == 0 and not workers:
+                group.stop()
+                raise UsageError("no worker could start on any ssh host (see the warnings above)",
+                                 "fix the hosts, or run with local workers too")
+        return group
+
+    return launch
 
 
 def work(address: tuple[str, int], secret: bytes, *, wait_s: float, max_frame_bytes: int) -> None:

@@ -62,6 +62,11 @@ class Config:
     lease_s: float = 30.0  # a worker silent this long is lost; its tasks run elsewhere
     heartbeat_every_s: float = 0.0  # 0 = lease_s / 4
     backup_tasks: bool = True  # near a phase's end, idle workers run backup attempts of stragglers
+    ssh_hosts: tuple[str, ...] = ()  # hosts-file lines ("user@host:port slots=N python=P") to start workers on
+    accept_new_host_keys: bool = False  # add unknown (never changed) SSH host keys to known_hosts
+    ssh_known_hosts: str | None = None  # None = ~/.ssh/known_hosts
+    ssh_config_file: str | None = None  # None = ~/.ssh/config
+    shuffle_mode: str = "payload"  # payload: data travels through the coordinator
     progress: str = "auto"  # auto | bar | lines | off
     progress_every_s: float = 5.0  # plain progress lines, when stderr is not a terminal
 
@@ -74,6 +79,9 @@ class Config:
         _check_positive("max_attempts", self.max_attempts)
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port {self.port} is out of range", "use 0..65535 (0 picks a free port)")
+        if self.shuffle_mode != "payload":
+            raise ConfigError(f"shuffle mode {self.shuffle_mode!r} is not available yet",
+                              "use mode: payload (the shared-filesystem 'paths' mode is planned)")
         if not self.lease_s > 0:
             raise ConfigError(f"lease {self.lease_s!r} must be a positive number of seconds")
         if self.progress not in ("auto", "bar", "lines", "off"):
@@ -91,6 +99,8 @@ class Config:
     def from_stored(cls, home: Path, stored: dict[str, object], **overrides: object) -> Config:
         """The config a job was submitted with, with `overrides` (not None) applied."""
         values = {name: stored[name] for name in _STORED if name in stored}
+        if "ssh_hosts" in values:
+            values["ssh_hosts"] = tuple(values["ssh_hosts"])  # type: ignore[arg-type]  # msgpack gives a list
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(home=home, **values)  # type: ignore[arg-type]
 
@@ -113,7 +123,8 @@ class Config:
 
 
 _STORED = ("workers", "bind", "port", "map_buffer_bytes", "block_bytes", "zstd_level", "map_size_bytes",
-           "max_frame_bytes", "max_attempts", "sync", "lease_s", "heartbeat_every_s", "backup_tasks")
+           "max_frame_bytes", "max_attempts", "sync", "lease_s", "heartbeat_every_s", "backup_tasks", "ssh_hosts",
+           "accept_new_host_keys", "ssh_known_hosts", "ssh_config_file", "shuffle_mode")
 
 
 def _check_positive(name: str, value: int | None, allow_zero: bool = False) -> None:

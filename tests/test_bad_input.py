@@ -225,8 +225,8 @@ def test_user_code_failure_shows_the_users_traceback(home: Path, name: str, rais
 
 
 @pytest.mark.parametrize("name, key_repr, type_name", [
-    ("bad_list_key", "['w0', 'x']", "list"),
-    ("bad_set_key", "'w0'", "set"),
+    ("bad_list_key", r"\['w\d', 'x'\]", "list"),  # which source key fails first depends on scheduling
+    ("bad_set_key", r"'w\d'", "set"),
 ])
 def test_unsupported_key_type_fails_the_job_naming_the_type(home: Path, name: str, key_repr: str,
                                                            type_name: str) -> None:
@@ -234,7 +234,7 @@ def test_unsupported_key_type_fails_the_job_naming_the_type(home: Path, name: st
     assert result.returncode != 0, result.stderr
     assert elapsed_s < 60
     line = error_line(result.stderr)
-    assert f"{name}.py: mapfn(" in line and key_repr in line, line
+    assert f"{name}.py: mapfn(" in line and re.search(key_repr, line), line
     assert re.search(rf"\b{type_name}\b", line), line
     assert "retrying" not in result.stderr, "a contract error is not worth retrying"
 

@@ -1,0 +1,39 @@
+"""Several kinds of workers (local processes, SSH hosts) seen by the coordinator as one pool."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class Pool(Protocol):
+    def reap(self) -> list[tuple[int, int]]: ...
+    def start(self, count: int) -> None: ...
+    def stop(self) -> None: ...
+
+
+class WorkerGroup:
+    """Reap from all pools; replace a dead worker in the pool it came from."""
+
+    def __init__(self, pools: list[Pool]) -> None:
+        self._pools = pools
+        self._owed: list[Pool] = []  # pools whose workers exited, oldest first: replacements go there
+
+    def add(self, pool: Pool) -> None:
+        self._pools.append(pool)
+
+    def reap(self) -> list[tuple[int, int]]:
+        exited = []
+        for pool in self._pools:
+            for item in pool.reap():
+                exited.append(item)
+                self._owed.append(pool)
+        return exited
+
+    def start(self, count: int) -> None:
+        for _ in range(count):
+            pool = self._owed.pop(0) if self._owed else self._pools[0]
+            pool.start(1)
+
+    def stop(self) -> None:
+        for pool in self._pools:
+            pool.stop()

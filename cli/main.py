@@ -59,6 +59,8 @@ def _setup_logging(verbose: int) -> None:
     root.setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
     if verbose == 0:
         logging.getLogger("octostore.worker").setLevel(logging.WARNING)
+    if verbose < 2:
+        logging.getLogger("paramiko").setLevel(logging.WARNING)  # its INFO is a line per connection step
 
 
 def _fail(e: OctoError) -> NoReturn:
@@ -176,6 +178,25 @@ def client(address: str, secret_file: Path | None, wait_s: float) -> None:
     host_port = _run(parse_address, address)
     secret = _run(read_secret, secret_file or _home() / "secret")
     _run(api.work, host_port, secret, wait_s=wait_s, max_frame_bytes=MAX_FRAME_BYTES)
+
+
+@octo.command("ssh-launch")
+@click.argument("hosts_file", type=click.Path(path_type=Path))
+@click.option("--coordinator", required=True, help="The `octo server` to work for, HOST:PORT.")
+@click.option("--secret-file", type=click.Path(path_type=Path),
+              help="The coordinator's secret (default: $OCTO_HOME/secret).")
+@click.option("--accept-new-host-keys", is_flag=True,
+              help="Add unknown (never changed) host keys to known_hosts, printing their fingerprints.")
+@click.option("--known-hosts", help="known_hosts file (default: ~/.ssh/known_hosts).")
+@click.option("--ssh-config", help="OpenSSH client config (default: ~/.ssh/config).")
+def ssh_launch(hosts_file: Path, coordinator: str, secret_file: Path | None, accept_new_host_keys: bool,
+               known_hosts: str | None, ssh_config: str | None) -> None:
+    """Start workers over SSH on every host of HOSTS_FILE for a running `octo server`."""
+    address = _run(parse_address, coordinator)
+    started = _run(api.ssh_launch, hosts_file, address, secret_file or _home() / "secret",
+                   accept_new_host_keys=accept_new_host_keys,
+                   known_hosts=known_hosts, ssh_config=ssh_config)
+    log.info("all %d ssh workers have ended", started)
 
 
 @octo.command()

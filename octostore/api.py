@@ -17,11 +17,11 @@ from typing import Any
 from .config import Config
 from .coordinator.resume import stored_meta
 from .coordinator.submit import JobReport, Launch, resume_job, submit_job
-from .home import load_or_create_secret, require_job
+from .home import load_or_create_secret, read_secret, require_job
 from .inspect import format_jobs, format_status, job_status, list_jobs
 from .config_file import load_config_file
 from .launch.group import WorkerGroup
-from .launch.hosts import Host, parse_hosts
+from .launch.hosts import Host, parse_hosts, read_hosts
 from .launch.local import start_local_workers
 from .launch.ssh import SshOptions, SshWorkers, advertised_address
 from .stores.results import iter_results
@@ -78,6 +78,31 @@ def cancel(home: Path, job_id: str, *, wait_s: float = 30.0) -> None:
 
 __all__ = ["submit", "resume", "cancel", "work", "results", "list_jobs", "job_status", "format_jobs",
            "format_status", "JobReport"]
+
+
+def ssh_launch(hosts_file: Path, coordinator: tuple[str, int], secret_file: Path, *,
+               accept_new_host_keys: bool = False, known_hosts: str | None = None,
+               ssh_config: str | None = None) -> int:
+    """Start workers on every host of `hosts_file` for a running `octo server`; return when they end.
+
+    Returns how many workers were started.  Workers exit when their job ends, or when this
+    process ends (their SSH channels close)."""
+    hosts = read_hosts(hosts_file)  # before anything else: a bad line is the likeliest mistake
+    secret = read_secret(secret_file)
+    config = Config(home=Path("."), accept_new_host_keys=accept_new_host_keys, ssh_known_hosts=known_hosts,
+                    ssh_config_file=ssh_config)
+    workers = SshWorkers(hosts, coordinator, secret, _ssh_options(config))
+    try:
+        started = workers.start_all()
+        if started == 0:
+            raise UsageError(f"{hosts_file}: no worker could start on any host (see the warnings above)")
+        running = started
+        while running:
+            time.sleep(0.5)
+            running -= len(workers.reap())
+        return started
+    finally:
+        workers.stop()
 
 
 def resolve_config(home: Path, mode_defaults: dict[str, Any], config_file: Path | None,

@@ -111,6 +111,10 @@ class Scheduler:
         """True if (task, attempt) is a running attempt whose result would count."""
         return attempt in self._running.get((kind, task), {})
 
+    def holder(self, kind: str, task: int, attempt: int) -> object | None:
+        """The worker running (task, attempt) if it is current, else None."""
+        return self._running.get((kind, task), {}).get(attempt)
+
     def task_done(self, kind: str, task: int, attempt: int, now: float = 0.0) -> None:
         """Record a committed attempt (call after the durable commit); may advance the phase.
         Any other attempt of the task becomes stale."""

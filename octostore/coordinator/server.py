@@ -443,22 +443,33 @@ class CoordinatorServer:
 
     # -- output and commits ---------------------------------------------------------------
 
+    def _held(self, worker: WorkerConn, kind: str, task: int, attempt: int) -> _Attempt | None:
+        """The in-flight attempt if `worker` is the one running it now, else None.
+
+        Fencing: output counts only from the connection the attempt was handed to, while
+        it is current.  A stale attempt (lost, beaten by a backup, from an older epoch) or
+        another worker's attempt is ignored, and its sender can never discard or commit
+        output that is not its own (tests/test_fencing.py)."""
+        if self.scheduler.holder(kind, task, attempt) is not worker:
+            return None
+        return self._attempts.get((kind, task, attempt))
+
     async def _on_segment(self, worker: WorkerConn, msg: Segment) -> None:
-        attempt = self._attempts.get((MAP, msg.task, msg.attempt))
+        attempt = self._held(worker, MAP, msg.task, msg.attempt)
         if attempt is None or not 0 <= msg.partition < self.partitions:
-            return  # a stale attempt's output: dropped unwritten
+            return  # not this worker's current attempt: dropped unwritten
         segment = self.spill[msg.partition].append_segment(msg.blocks)
         attempt.runs.setdefault((msg.partition, msg.run), []).append(segment)
 
     async def _on_results(self, worker: WorkerConn, msg: Results) -> None:
-        attempt = self._attempts.get((REDUCE, msg.task, msg.attempt))
+        attempt = self._held(worker, REDUCE, msg.task, msg.attempt)
         if attempt is not None:
             attempt.results.append(self.results.append_segment(msg.blocks))
 
     async def _on_task_done(self, worker: WorkerConn, msg: TaskDone) -> None:
         key = (msg.kind, msg.task, msg.attempt)
-        if msg.epoch != self.epoch or key not in self._attempts or not self.scheduler.is_current(*key):
-            self._discard(*key)
+        if msg.epoch != self.epoch or self._held(worker, *key) is None:
+            log.debug("%s task %d attempt %d: ignored a result from %s (not its current attempt)", *key, worker.name)
             return
         attempt = self._attempts.pop(key)
         if msg.kind == MAP:
@@ -487,8 +498,7 @@ class CoordinatorServer:
 
     async def _on_task_failed(self, worker: WorkerConn, msg: TaskFailed) -> None:
         key = (msg.kind, msg.task, msg.attempt)
-        if msg.epoch != self.epoch or not self.scheduler.is_current(*key):
-            self._discard(*key)
+        if msg.epoch != self.epoch or self._held(worker, *key) is None:
             return
         self._discard(*key)
         text = msg.message + ("\n" + msg.traceback.rstrip() if msg.traceback else "")

@@ -150,3 +150,16 @@ def test_a_bad_hosts_file_names_the_file_and_line(home: Path, tmp_path: Path) ->
     assert result.stderr.splitlines()[:2] == [
         f"octo: error: {hosts}:2: port 'ssh' is not a number in 'alice@node3:ssh'",
         "hint: lines look like [user@]host[:port] [slots=N] [python=PATH]"]
+
+
+def test_resume_on_an_ssh_cluster_brings_the_same_hosts_back(home: Path, tmp_path: Path, sshd: Sshd) -> None:
+    """kill -9 the coordinator mid-job: its SSH workers die with it, and `octo resume` starts them again."""
+    _, flags = cluster(tmp_path, sshd, hosts_file(tmp_path, sshd, hosts=("127.0.0.2", "127.0.0.3")))
+    killed = octo(home, "submit", str(CANARY), *flags, "--job-id", "ssh-crash", "--map-tasks", "20",
+                  OCTO_FAILPOINTS="after-map-commit:6", **SLOW)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    resumed = octo(home, "resume", "ssh-crash", "--progress", "off", **SLOW)
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout == oracle.final_output(CANARY)
+    assert "started 2 worker(s) over ssh on 2 host(s)" in resumed.stderr
+    assert "6 of 20 map" in resumed.stderr

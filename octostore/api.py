@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from . import failpoints
 from .config import Config
 from .coordinator.resume import stored_meta
 from .coordinator.submit import JobReport, Launch, resume_job, submit_job
@@ -35,6 +36,7 @@ from .worker.main import run_worker
 def submit(job_path: Path, config: Config, *, job_id: str | None = None,
            on_listening: Callable[[str, int], None] | None = None) -> JobReport:
     """Run a job on this machine's coordinator with `config.workers` local workers (0 = wait for clients)."""
+    failpoints.check()
     secret = load_or_create_secret(config.home)
     return submit_job(job_path, config, secret, job_id=job_id, launch=_launcher(config, secret),
                       on_listening=on_listening)
@@ -46,6 +48,7 @@ def resume(home: Path, job_id: str, *, reload: bool = False, on_listening: Calla
 
     Runs in the folder the job was submitted from, so relative paths in the job file
     mean what they meant then."""
+    failpoints.check()
     paths = require_job(home, job_id)
     meta = stored_meta(paths)
     config = Config.from_stored(home, meta.get("config", {}), **overrides)  # type: ignore[arg-type]

@@ -9,7 +9,7 @@ call, whichever comes first).  The points, in the order a job meets them:
 ``after-map-commit``      the map task is DONE in the state store; the worker has no ack yet
 ``before-reduce-commit``  a reduce attempt's results are stored, its state commit is not
 ``after-reduce-commit``   the reduce task is DONE; no ack yet
-``mid-final``             after the Nth call of final()
+``mid-final``             before the Nth call of final() (N-1 results were printed)
 ``during-resume``         `octo resume`: the epoch is raised, garbage not yet collected
 ``after-gc``              `octo resume`: garbage collected, no task handed out yet
 
@@ -23,6 +23,8 @@ from __future__ import annotations
 import os
 import signal
 
+from .errors import UsageError
+
 ENV = "OCTO_FAILPOINTS"
 POINTS = ("before-map-commit", "after-map-commit", "before-reduce-commit", "after-reduce-commit",
           "mid-final", "during-resume", "after-gc")
@@ -32,14 +34,23 @@ def _parse(text: str) -> dict[str, int]:
     armed = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         name, _, count = item.partition(":")
-        if name not in POINTS:
-            raise ValueError(f"{ENV}: unknown failpoint {name!r}; known: {', '.join(POINTS)}")
+        if name not in POINTS or not (count or "1").isdigit():
+            raise UsageError(f"{ENV}: cannot read failpoint {item!r}", f"known points: {', '.join(POINTS)}")
         armed[name] = int(count or 1)
     return armed
 
 
-_armed = _parse(os.environ.get(ENV, ""))
 _hits: dict[str, int] = {}
+try:
+    _armed, _error = _parse(os.environ.get(ENV, "")), None
+except UsageError as e:  # reported by check(), at the start of a run: not an import-time crash
+    _armed, _error = {}, e
+
+
+def check() -> None:
+    """Raise UsageError if OCTO_FAILPOINTS cannot be read (called before a coordinator starts)."""
+    if _error is not None:
+        raise _error
 
 
 def hit(name: str) -> None:

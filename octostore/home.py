@@ -120,5 +120,5 @@ def require_job(home: Path, job_id: str) -> JobPaths:
     """Return the paths of an existing job, or a clear error naming the id."""
     paths = job_paths(home, job_id)
     if not paths.state.is_dir():
-        raise StoreError(f"no job {job_id!r} under {home / 'jobs'}", f"list jobs with: ls {home / 'jobs'}")
+        raise StoreError(f"no job {job_id!r} under {home / 'jobs'}", "list the jobs with: octo jobs")
     return paths

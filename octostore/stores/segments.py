@@ -20,7 +20,8 @@ loses nothing: written pages are in the OS page cache (measured in the brief:
 every acknowledged commit survived ``kill -9``).  An OS crash or power loss
 can lose blocks that a committed task in the (synced) state store already
 refers to; flushing the spill before each state commit when the config asks
-for OS-crash durability is planned with resume (TODO(#4)).
+for OS-crash durability is not built yet (TODO(#6): it costs a sync per
+commit; measure it with the durability benchmark).
 Segments no committed task references are garbage; ``delete_segments`` drops
 them and deleting the directory drops a finished job's spill.
 """

@@ -58,7 +58,7 @@ def test_an_unknown_host_key_is_refused_with_its_fingerprint(home: Path, tmp_pat
     result = octo(home, "submit", str(CANARY), *flags)
     assert result.returncode == 2, result.stderr
     assert (f"octo: warning: 127.0.0.2:{sshd.port}: unknown host key (ssh-ed25519 {sshd.host_fingerprint}); "
-            "going on without it") in result.stderr
+            "going on without it (hint: check the fingerprint, then run again with --accept-new-host-keys)") in result.stderr
     assert "octo: error: no worker could start on any ssh host" in result.stderr
 
 

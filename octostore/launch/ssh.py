@@ -164,7 +164,8 @@ class SshWorkers:
                 client = connect(host, self.options)
                 check_versions(client, host)
             except HostUnusable as e:
-                log.warning("%s; going on without it", e.message)
+                hint = f" (hint: {e.hint})" if e.hint else ""
+                log.warning("%s; going on without it%s", e.message, hint)
                 continue
             self._clients[host] = client
             for _ in range(host.slots):

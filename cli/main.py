@@ -114,6 +114,10 @@ def _job_options(fn: Any) -> Any:
                      help="Add unknown (never changed) SSH host keys to known_hosts, printing their fingerprints."),
         click.option("--known-hosts", "ssh_known_hosts", help="known_hosts file (default: ~/.ssh/known_hosts)."),
         click.option("--ssh-config", "ssh_config_file", help="OpenSSH client config (default: ~/.ssh/config)."),
+        click.option("--shuffle-mode", type=click.Choice(["payload", "paths"]),
+                     help="payload: data through the coordinator (default); paths: through --shared-root."),
+        click.option("--shared-root", type=click.Path(file_okay=False, resolve_path=True),
+                     help="paths mode: a folder every worker host mounts at the same path."),
     ]
     for option in reversed(options):
         fn = option(fn)

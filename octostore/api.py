@@ -131,7 +131,8 @@ def describe_plan(config: Config, job_file: Path) -> str:
         f"local workers: {config.resolved_workers()}",
         *(f"ssh host: {h.label}  slots={h.slots}  python={h.python}" for h in hosts),
         f"ssh workers: {sum(h.slots for h in hosts)} on {len(hosts)} host(s)",
-        f"shuffle mode: {config.shuffle_mode}",
+        f"shuffle mode: {config.shuffle_mode}"
+        + (f" (shared_root: {config.shared_root})" if config.shuffle_mode == "paths" else ""),
         f"partitions: {config.partitions or 'as the job says, else 8'}; map tasks: {config.map_tasks or 'default'}; "
         f"lease: {config.lease_s:g} s; max attempts: {config.max_attempts}",
     ]

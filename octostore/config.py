@@ -66,7 +66,8 @@ class Config:
     accept_new_host_keys: bool = False  # add unknown (never changed) SSH host keys to known_hosts
     ssh_known_hosts: str | None = None  # None = ~/.ssh/known_hosts
     ssh_config_file: str | None = None  # None = ~/.ssh/config
-    shuffle_mode: str = "payload"  # payload: data travels through the coordinator
+    shuffle_mode: str = "payload"  # payload: data travels through the coordinator; paths: through shared_root
+    shared_root: str | None = None  # paths mode: a folder every worker host mounts at the same path
     progress: str = "auto"  # auto | bar | lines | off
     progress_every_s: float = 5.0  # plain progress lines, when stderr is not a terminal
 
@@ -79,9 +80,7 @@ class Config:
         _check_positive("max_attempts", self.max_attempts)
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port {self.port} is out of range", "use 0..65535 (0 picks a free port)")
-        if self.shuffle_mode != "payload":
-            raise ConfigError(f"shuffle mode {self.shuffle_mode!r} is not available yet",
-                              "use mode: payload (the shared-filesystem 'paths' mode is planned)")
+        _check_shuffle(self.shuffle_mode, self.shared_root)
         if not self.lease_s > 0:
             raise ConfigError(f"lease {self.lease_s!r} must be a positive number of seconds")
         if self.progress not in ("auto", "bar", "lines", "off"):
@@ -124,7 +123,22 @@ class Config:
 
 _STORED = ("workers", "bind", "port", "map_buffer_bytes", "block_bytes", "zstd_level", "map_size_bytes",
            "max_frame_bytes", "max_attempts", "sync", "lease_s", "heartbeat_every_s", "backup_tasks", "ssh_hosts",
-           "accept_new_host_keys", "ssh_known_hosts", "ssh_config_file", "shuffle_mode")
+           "accept_new_host_keys", "ssh_known_hosts", "ssh_config_file", "shuffle_mode", "shared_root")
+
+
+def _check_shuffle(mode: str, shared_root: str | None) -> None:
+    """Mode 'paths' needs an existing shared_root folder; 'payload' needs nothing."""
+    if mode not in ("payload", "paths"):
+        raise ConfigError(f"shuffle mode {mode!r} is not one of payload, paths",
+                          "use mode: payload (through the coordinator) or mode: paths (a shared filesystem)")
+    if mode != "paths":
+        return
+    if not shared_root:
+        raise ConfigError("shuffle mode 'paths' needs a shared_root",
+                          "set shuffle.shared_root to a folder every host mounts at the same path, or use mode: payload")
+    if not os.path.isdir(shared_root):
+        raise ConfigError(f"shared_root {shared_root}: no such folder",
+                          "create it (on the shared filesystem every host mounts), or fix the path")
 
 
 def _check_positive(name: str, value: int | None, allow_zero: bool = False) -> None:

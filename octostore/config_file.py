@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 import re
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
@@ -84,6 +85,8 @@ class ConfigFile:
     def config_overrides(self) -> dict[str, object]:
         """The file's values for ``octostore.config.Config`` fields, by field name; unset keys left out."""
         values = {name: getattr(self, mine) for mine, name in _CONFIG_FIELDS.items()}
+        if self.shuffle_shared_root is not None:
+            values["shared_root"] = os.path.abspath(self.shuffle_shared_root)  # stored: resume may run elsewhere
         if self.hosts:  # as hosts-file lines, so a resumed job stores and reads them back the same way
             values["ssh_hosts"] = tuple(f"{h.label} slots={h.slots} python={h.python}" for h in self.hosts)
         if self.tls_enabled:

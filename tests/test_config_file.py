@@ -92,7 +92,7 @@ def test_round_trip_through_yaml_dump() -> None:
     assert cf.config_overrides() == {"workers": 0, "partitions": 3, "map_tasks": 1, "bind": "::", "port": 0,
                                      "map_buffer_bytes": 1024, "zstd_level": -22, "max_attempts": 1,
                                      "lease_s": 1.0, "progress": "lines", "accept_new_host_keys": True,
-                                     "shuffle_mode": "paths",
+                                     "shuffle_mode": "paths", "shared_root": str(Path("shared").resolve()),
                                      "ssh_hosts": ("node1:22 slots=3 python=py", "bob@node9:22 slots=2 python=py")}
     assert cf.hosts == [Host("node1", slots=3, python="py"), Host("node9", user="bob", slots=2, python="py")]
     assert (cf.shuffle_shared_root, cf.home, cf.ssh_accept_new_host_keys) == (Path("shared"), Path("/var/octo"), True)

@@ -13,8 +13,10 @@ attempts that were running are redone: at most one task per worker slot.
    resumed once the job file is fixed (``--reload``).
 3. ``collect_garbage``: delete every segment that no DONE task refers to: the
    output of attempts that were running, or stored but not committed, when
-   the coordinator died.  Idempotent: a crash here is repaired by the next
-   resume.
+   the coordinator died.  In paths mode it also removes every file in the
+   job's folder under shared_root that no DONE map task references (files and
+   temp files of lost attempts).  Idempotent: a crash here is repaired by the
+   next resume.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from ..config import Config
 from ..errors import StoreError
 from ..home import JobPaths
 from ..protocol.messages import MAP, REDUCE
+from ..stores.mapfiles import is_file_entry, job_dir, remove_unreferenced
 from ..stores.segments import SegmentStore
 from ..stores.state import StateStore, TaskState
 
@@ -75,13 +78,17 @@ def raise_epoch(state: StateStore) -> int:
 
 
 def collect_garbage(state: StateStore, paths: JobPaths, config: Config) -> int:
-    """Delete segments no DONE task refers to; return how many were deleted."""
+    """Delete segments and shared map files no DONE task refers to; return how many were deleted."""
     partitions = int(state.meta()["partitions"])
     kept: list[set[int]] = [set() for _ in range(partitions)]
+    kept_files: set[str] = set()
     for _, record in state.tasks(MAP):
         if record.state is TaskState.DONE:
             for partition, segments in record.output:
-                kept[partition].update(segments)
+                if is_file_entry(segments):
+                    kept_files.add(segments["file"])
+                else:
+                    kept[partition].update(segments)
     kept_results = {s for _, r in state.tasks(REDUCE) if r.state is TaskState.DONE for s in r.output}
     deleted = 0
     for path, keep in [*((paths.partition_spill(p), kept[p]) for p in range(partitions)),
@@ -95,5 +102,10 @@ def collect_garbage(state: StateStore, paths: JobPaths, config: Config) -> int:
         deleted += len(garbage)
     if deleted:
         log.info("dropped %d uncommitted segment(s) from before the crash", deleted)
+    if config.shuffle_mode == "paths" and config.shared_root:
+        removed = remove_unreferenced(job_dir(config.shared_root, str(state.meta()["job_id"])), kept_files)
+        if removed:
+            log.info("removed %d uncommitted map file(s) from before the crash", removed)
+        deleted += removed
     failpoints.hit("after-gc")
     return deleted

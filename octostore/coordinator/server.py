@@ -19,6 +19,14 @@ Commit order for a finished attempt (a crash between any two steps is safe):
    -> the commit point; a second commit of the task is refused (returns False)
 3. the next task (or Shutdown) sent to the worker is the ack
    -> lost ack: the task is already DONE; nothing is redone or counted twice
+
+In shuffle mode 'paths' step 1 is the worker's: it writes, fsyncs and renames
+one map file per attempt on the shared filesystem (stores/mapfiles.py) and
+sends MapFile; the coordinator checks the file's size and index, and step 2
+commits its path and block ranges instead of segment ids.  Map inputs from an
+``octostore.files`` source travel as paths (MapPaths), reduce inputs as byte
+ranges (RunRanges): the coordinator moves metadata only, plus reduce results.
+The file of an attempt that is lost or loses is removed here (best effort).
 """
 
 from __future__ import annotations
@@ -43,17 +51,20 @@ import zstandard
 from .. import __version__, failpoints
 from ..config import Config
 from ..errors import (
-    AuthenticationError, ConnectionLost, DiskFull, JobFailed, OctoError, ProtocolError, StoreError, UserCodeError,
+    AuthenticationError, ConfigError, ConnectionLost, DiskFull, JobFailed, OctoError, ProtocolError, StoreError,
+    UserCodeError,
 )
+from ..files import FileSource
 from ..home import JobPaths
 from ..job import Job, format_user_traceback, pack_functions
 from ..progress import Progress
 from ..protocol.channel import AsyncChannel
 from ..protocol.handshake import HANDSHAKE_TIMEOUT_S
 from ..protocol.messages import (
-    MAP, PYTHON_VERSION, REDUCE, Heartbeat, Hello, Input, InputEnd, MapTask, Ready, ReduceTask, Results, RunBlocks, Segment,
-    Refused, Shutdown, TaskDone, TaskFailed, Welcome,
+    MAP, PYTHON_VERSION, REDUCE, Heartbeat, Hello, Input, InputEnd, MapFile, MapPaths, MapTask, Ready, ReduceTask,
+    Results, RunBlocks, RunRanges, Segment, Refused, Shutdown, TaskDone, TaskFailed, Welcome,
 )
+from ..stores.mapfiles import check_map_file, is_file_entry, job_dir, map_file, remove_attempt
 from ..stores.segments import SegmentStore
 from ..stores.state import JobState, StateStore, TaskState
 from .scheduler import Assignment, Phase, Scheduler
@@ -94,6 +105,7 @@ class _Attempt:
 
     runs: dict[tuple[int, int], list[int]] = field(default_factory=dict)  # (partition, run) -> segments
     results: list[int] = field(default_factory=list)
+    map_file: tuple[str, list[list[Any]]] | None = None  # paths mode: (path, checked index) from MapFile
 
 
 class JobCancelled(OctoError):
@@ -138,6 +150,9 @@ class CoordinatorServer:
         self.results = SegmentStore(paths.results, config.map_size_bytes)
         self.totals = Totals()
         self._functions = pack_functions(job.functions)
+        root = config.shared_root if config.shuffle_mode == "paths" else None
+        self.shared_dir = job_dir(root, job_id) if root else None  # paths mode: this job's map files
+        self._sends_paths = self.shared_dir is not None and isinstance(job.source, FileSource)
         self._source_pool = ThreadPoolExecutor(1, thread_name_prefix="octo-source")
         self._compressor = zstandard.ZstdCompressor(level=1)
         self._attempts: dict[tuple[str, int, int], _Attempt] = {}
@@ -150,6 +165,7 @@ class CoordinatorServer:
             Heartbeat: self._on_heartbeat,
             Ready: self._on_ready,
             Segment: self._on_segment,
+            MapFile: self._on_map_file,
             Results: self._on_results,
             TaskDone: self._on_task_done,
             TaskFailed: self._on_task_failed,
@@ -162,6 +178,7 @@ class CoordinatorServer:
         server = await asyncio.start_server(self._accept, self.config.bind, self.config.port,
                                             limit=1 << 20, reuse_address=True)
         host, port = server.sockets[0].getsockname()[:2]
+        self._prepare_shared_dir()
         self._report_phase()
         on_listening(host, port)
         ticker = asyncio.get_running_loop().create_task(self._tick_forever())
@@ -186,6 +203,20 @@ class CoordinatorServer:
             raise JobCancelled(f"job {self.job_id} cancelled", f"continue it with: octo resume {self.job_id}")
         if self.scheduler.phase is Phase.FAILED:
             raise JobFailed(self.scheduler.failure or "the job failed")
+
+    def _prepare_shared_dir(self) -> None:
+        """Paths mode: create the job's folder under shared_root; say once if inputs still travel."""
+        if self.shared_dir is None:
+            return
+        try:
+            self.shared_dir.mkdir(exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"shared_root {self.config.shared_root}: cannot create {self.shared_dir}: "
+                              f"{e.strerror or e}", "check that the folder is writable here") from None
+        log.info("job %s: shuffle through %s", self.job_id, self.shared_dir)
+        if not self._sends_paths:
+            log.info("job %s: source is not octostore.files(...), so map inputs still travel through the "
+                     "coordinator (only map output goes through the shared folder)", self.job_id)
 
     def _pause(self, reason: DiskFull) -> None:
         """Stop serving after a store write failed for lack of space; the job stays resumable."""
@@ -263,7 +294,8 @@ class CoordinatorServer:
             settings = {"partitions": self.partitions, "block_bytes": self.config.block_bytes,
                         "zstd_level": self.config.zstd_level, "map_buffer_bytes": self.config.map_buffer_bytes,
                         "max_attempts": self.config.max_attempts,
-                        "heartbeat_every_s": self.config.resolved_heartbeat_s()}
+                        "heartbeat_every_s": self.config.resolved_heartbeat_s(),
+                        "shared_dir": str(self.shared_dir) if self.shared_dir is not None else None}
             await worker.channel.send(Welcome(self.job_id, self.epoch, self._functions, settings))
             while True:
                 msg = await worker.channel.recv()
@@ -399,6 +431,10 @@ class CoordinatorServer:
             worker.channel.close()
 
     async def _send_map_input(self, worker: WorkerConn, task: int) -> None:
+        if self._sends_paths:
+            source: FileSource = self.job.source
+            await worker.channel.send(MapPaths(self.state.manifest_keys(task), source.encoding, source.errors))
+            return
         batches = self._input_batches(self.state.manifest_keys(task))
         loop = asyncio.get_running_loop()
         while (payload := await loop.run_in_executor(self._source_pool, next, batches, None)) is not None:
@@ -418,8 +454,8 @@ class CoordinatorServer:
         if batch:
             yield self._compressor.compress(pickle.dumps(batch, protocol=5))
 
-    def _committed_runs(self, partition: int) -> list[list[int]]:
-        """The segment lists of every committed run of `partition`."""
+    def _committed_runs(self, partition: int) -> list[Any]:
+        """Every committed run of `partition`: a segment list, or (paths mode) {"file", "blocks"}."""
         return [
             segments
             for _, record in self.state.tasks(MAP)
@@ -428,8 +464,11 @@ class CoordinatorServer:
             if p == partition
         ]
 
-    async def _send_runs(self, worker: WorkerConn, store: SegmentStore, runs: list[list[int]]) -> None:
+    async def _send_runs(self, worker: WorkerConn, store: SegmentStore, runs: list[Any]) -> None:
         for run, segments in enumerate(runs):
+            if is_file_entry(segments):  # paths mode: the reducer reads the blocks itself
+                await worker.channel.send(RunRanges(run, segments["file"], segments["blocks"]))
+                continue
             batch: list[bytes] = []
             size = 0
             for block in store.iter_blocks(segments):
@@ -461,6 +500,19 @@ class CoordinatorServer:
         segment = self.spill[msg.partition].append_segment(msg.blocks)
         attempt.runs.setdefault((msg.partition, msg.run), []).append(segment)
 
+    async def _on_map_file(self, worker: WorkerConn, msg: MapFile) -> None:
+        attempt = self._held(worker, MAP, msg.task, msg.attempt)
+        if attempt is None or self.shared_dir is None:
+            return  # not this worker's current attempt (its file is removed with the attempt)
+        expected = map_file(self.shared_dir, msg.task, msg.attempt, self.epoch)
+        problem = check_map_file(expected, msg.path, msg.size, msg.index, self.partitions)
+        if problem is None:
+            attempt.map_file = (msg.path, msg.index)
+            return
+        message = (f"map task {msg.task} attempt {msg.attempt}: {problem}\nhint: the coordinator and every worker "
+                   "must mount shared_root at the same path")
+        await self._on_task_failed(worker, TaskFailed(MAP, msg.task, msg.attempt, self.epoch, message, "", False))
+
     async def _on_results(self, worker: WorkerConn, msg: Results) -> None:
         attempt = self._held(worker, REDUCE, msg.task, msg.attempt)
         if attempt is not None:
@@ -471,14 +523,13 @@ class CoordinatorServer:
         if msg.epoch != self.epoch or self._held(worker, *key) is None:
             log.debug("%s task %d attempt %d: ignored a result from %s (not its current attempt)", *key, worker.name)
             return
+        if msg.kind == MAP and self.shared_dir is not None and self._attempts[key].map_file is None:
+            raise ProtocolError(f"map task {msg.task} attempt {msg.attempt}: done without reporting its map file")
         attempt = self._attempts.pop(key)
-        if msg.kind == MAP:
-            output: list[Any] = [[p, segments] for (p, _run), segments in sorted(attempt.runs.items(), key=lambda i: (i[0][1], i[0][0]))]
-        else:
-            output = attempt.results
+        output = _task_output(msg.kind, attempt)
         failpoints.hit(f"before-{msg.kind}-commit")
         if not self.state.commit_task(msg.kind, msg.task, msg.attempt, output):  # step 2: the commit point
-            self._drop_segments(msg.kind, attempt)
+            self._drop_output(msg.kind, msg.task, msg.attempt, attempt)
             return
         log.debug("%s task %d attempt %d: committed", msg.kind, msg.task, msg.attempt)
         failpoints.hit(f"after-{msg.kind}-commit")
@@ -514,7 +565,13 @@ class CoordinatorServer:
     def _discard(self, kind: str, task: int, attempt: int) -> None:
         dropped = self._attempts.pop((kind, task, attempt), None)
         if dropped is not None:
-            self._drop_segments(kind, dropped)
+            self._drop_output(kind, task, attempt, dropped)
+
+    def _drop_output(self, kind: str, task: int, number: int, attempt: _Attempt) -> None:
+        """Delete an uncommitted attempt's segments and (paths mode) its map file, if any."""
+        self._drop_segments(kind, attempt)
+        if kind == MAP and self.shared_dir is not None:
+            remove_attempt(self.shared_dir, task, number, self.epoch)
 
     def _drop_segments(self, kind: str, attempt: _Attempt) -> None:
         """Delete an uncommitted attempt's segments; best effort, as resume collects any left."""
@@ -548,6 +605,17 @@ class CoordinatorServer:
     def _fail(self, reason: str) -> None:
         self.scheduler.fail(reason)
         self._report_phase()
+
+
+def _task_output(kind: str, attempt: _Attempt) -> list[Any]:
+    """What the state store records for a committed attempt (stores/state.py, TaskRecord.output)."""
+    if kind == REDUCE:
+        return attempt.results
+    if attempt.map_file is not None:  # paths mode: where each run's blocks are, in (run, partition) order
+        path, index = attempt.map_file
+        return [[partition, {"file": path, "blocks": ranges}] for partition, ranges in index]
+    by_run = sorted(attempt.runs.items(), key=lambda item: (item[0][1], item[0][0]))
+    return [[partition, segments] for (partition, _run), segments in by_run]
 
 
 NO_WORKERS_WARN_S = 30.0

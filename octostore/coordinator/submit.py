@@ -9,7 +9,8 @@
    resumed (#4) without re-reading ``source`` in the same order
 4. serve the map and reduce phases to workers (``server.CoordinatorServer``)
 5. call final() once per result in key order, on this process's stdout
-6. mark the job DONE and delete its spill (results stay for ``octo results``)
+6. mark the job DONE and delete its spill, and in paths mode its folder of
+   map files under shared_root (results stay for ``octo results``)
 
 ``resume_job`` re-enters at step 4 after any crash: it takes the job's lock,
 raises the epoch (so a late result from before the crash is refused), drops
@@ -38,6 +39,7 @@ from ..config import Config
 from ..errors import DiskFull, JobError, JobFailed, UsageError, UserCodeError
 from ..home import JobPaths, job_paths, new_job_id, require_job
 from ..stores.lock import JobLock
+from ..stores.mapfiles import job_dir, remove_job_dir
 from ..job import Job, check_pairs, format_user_traceback, load_job
 from ..progress import make_progress
 from ..stores.results import iter_results
@@ -149,6 +151,8 @@ def _run_job(job: Job, job_id: str, config: Config, paths: JobPaths, state: Stat
         state.close()
         lock.release()
     shutil.rmtree(paths.spill, ignore_errors=True)
+    if config.shuffle_mode == "paths" and config.shared_root:
+        remove_job_dir(job_dir(config.shared_root, job_id))  # after DONE: no reducer reads it again
     return JobReport(job_id, JobState.DONE, map_tasks, partitions, results, time.monotonic() - started,
                      totals, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
 

@@ -14,6 +14,14 @@ Conversation (the worker pulls, as in octo.py: first come, first served)::
     Ready          ->
                    <-  MapTask, Input*, InputEnd      | ReduceTask, RunBlocks*, InputEnd | Shutdown
     Segment*       ->                     (map output: sorted zstd blocks of one partition)
+
+In shuffle mode 'paths' (stores/mapfiles.py) the data moves through a shared
+filesystem instead, and only metadata through the coordinator: MapPaths
+replaces Input when the source is ``octostore.files(...)``, one MapFile (path,
+size, block index) replaces the Segments, and RunRanges replaces RunBlocks::
+
+                   <-  MapTask, MapPaths*, InputEnd   | ReduceTask, RunRanges*, InputEnd
+    MapFile        ->                     (then TaskDone)
     Results*       ->                     (reduce output blocks)
     TaskDone       ->                     (commit; the next task is the ack)
     TaskFailed     ->                     (user code raised: traceback text)
@@ -101,6 +109,22 @@ class RunBlocks:
 
 
 @dataclass(frozen=True, slots=True)
+class MapPaths:
+    op: ClassVar[str] = "map_paths"
+    paths: list[str]  # files the worker reads itself (octostore.files source, paths mode)
+    encoding: str
+    errors: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunRanges:
+    op: ClassVar[str] = "run_ranges"
+    run: int  # index among the task's runs, 0..runs-1
+    path: str  # a committed map file on the shared filesystem
+    ranges: list[list[int]]  # [[offset, length], ...] of the run's blocks in that file
+
+
+@dataclass(frozen=True, slots=True)
 class InputEnd:
     op: ClassVar[str] = "input_end"
 
@@ -113,6 +137,16 @@ class Segment:
     partition: int
     run: int  # the worker's spill number within this attempt
     blocks: list[bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class MapFile:
+    op: ClassVar[str] = "map_file"
+    task: int
+    attempt: int
+    path: str  # where the attempt wrote its output, renamed into place and fsynced
+    size: int  # bytes, checked by the coordinator before it commits
+    index: list[list[Any]]  # [[partition, [[offset, length], ...]], ...], one entry per run and partition
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,8 +187,8 @@ class Shutdown:
 
 _MESSAGES: dict[str, type] = {
     cls.op: cls
-    for cls in (Hello, Welcome, Refused, Heartbeat, Ready, MapTask, ReduceTask, Input, RunBlocks, InputEnd,
-                Segment, Results, TaskDone, TaskFailed, Shutdown)
+    for cls in (Hello, Welcome, Refused, Heartbeat, Ready, MapTask, ReduceTask, Input, MapPaths, RunBlocks, RunRanges,
+                InputEnd, Segment, MapFile, Results, TaskDone, TaskFailed, Shutdown)
 }
 _FIELDS: dict[type, tuple[str, ...]] = {cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in _MESSAGES.values()}
 
@@ -171,11 +205,26 @@ def _is_int_dict(v: object) -> bool:
     return type(v) is dict and all(type(k) is str and type(i) is int for k, i in v.items())
 
 
+def _is_ranges(v: object) -> bool:
+    """[[offset, length], ...] with non-negative ints."""
+    return type(v) is list and all(
+        type(r) is list and len(r) == 2 and type(r[0]) is int and type(r[1]) is int and r[0] >= 0 and r[1] >= 0
+        for r in v)
+
+
+def _is_index(v: object) -> bool:
+    """[[partition, [[offset, length], ...]], ...]."""
+    return type(v) is list and all(
+        type(e) is list and len(e) == 2 and type(e[0]) is int and _is_ranges(e[1]) for e in v)
+
+
 # A peer that holds the secret can still send nonsense; every field is checked before use.
 _CHECKS: dict[str, Any] = {
     "int": _is_int, "str": lambda v: type(v) is str, "bytes": lambda v: type(v) is bytes,
     "bool": lambda v: type(v) is bool, "list[bytes]": _is_bytes_list,
     "dict[str, int]": _is_int_dict, "dict[str, Any]": lambda v: type(v) is dict,
+    "list[str]": lambda v: type(v) is list and all(type(s) is str for s in v),
+    "list[list[int]]": _is_ranges, "list[list[Any]]": _is_index,
 }
 _FIELD_CHECKS: dict[type, tuple[tuple[str, Any], ...]] = {
     cls: tuple((f.name, _CHECKS[str(f.type)]) for f in dataclasses.fields(cls)) for cls in _MESSAGES.values()

@@ -57,8 +57,10 @@ class JobState(str, enum.Enum):
 
 @dataclass(slots=True)
 class TaskRecord:
-    """One task's durable state.  Map output: [[partition, [segment ids]], ...] (one entry per run).
-    Reduce output: [segment ids] in the results store."""
+    """One task's durable state.  Map output, one entry per run and partition, in run order:
+    [[partition, [segment ids]], ...] (payload mode: segments in the partition's spill store) or
+    [[partition, {"file": path, "blocks": [[offset, length], ...]}], ...] (paths mode: a map file
+    on the shared filesystem, stores/mapfiles.py).  Reduce output: [segment ids] in the results store."""
 
     state: TaskState = TaskState.PENDING
     failures: int = 0  # attempts whose user code raised

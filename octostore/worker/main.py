@@ -9,6 +9,12 @@ User code runs in this thread.  An exception in it becomes TaskFailed with the
 user's own traceback (octostore frames trimmed) and a first line that names
 the function and the key; the coordinator decides whether to retry.
 
+In shuffle mode 'paths' (Welcome.settings["shared_dir"] is set) the worker
+reads its map inputs from the files MapPaths names, writes its map output to
+one file in the shared folder (stores/mapfiles.py) and reports it with MapFile,
+and reads its reduce input from the byte ranges RunRanges names.  A file it
+cannot read or write fails the attempt (retried), naming the path.
+
 A local worker (``python -m octostore.worker``) also exits as soon as its stdin closes:
 the coordinator holds the other end of that pipe, so when the coordinator
 dies, for any reason including ``kill -9``, its workers die too.
@@ -24,18 +30,21 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import zstandard
 
 from .. import __version__
 from ..errors import ConnectionLost, JobError, ProtocolError, UsageError
+from ..files import read_file
 from ..job import WorkerFunctions, format_user_traceback, unpack_functions
 from ..protocol.channel import SyncChannel
 from ..protocol.messages import (
-    MAP, PYTHON_VERSION, REDUCE, Heartbeat, Hello, Input, InputEnd, MapTask, Ready, ReduceTask, Results, RunBlocks, Segment,
-    Refused, Shutdown, TaskDone, TaskFailed, Welcome,
+    MAP, PYTHON_VERSION, REDUCE, Heartbeat, Hello, Input, InputEnd, MapFile, MapPaths, MapTask, Ready, ReduceTask,
+    Results, RunBlocks, RunRanges, Segment, Refused, Shutdown, TaskDone, TaskFailed, Welcome,
 )
+from ..stores.mapfiles import MapFileWriter, map_file
 from .mapside import MapOutput
 from .reduceside import ReceivedRuns, ReduceFailed, reduce_runs
 
@@ -148,9 +157,13 @@ class Worker:
     # -- map ------------------------------------------------------------------------------
 
     def run_map_task(self, task: MapTask) -> None:
+        writer, failure = self._open_map_file(task)
         sent = [0]
 
         def emit(partition: int, run: int, blocks: list[bytes]) -> None:
+            if writer is not None:  # paths mode: into this attempt's map file
+                writer.add(partition, blocks)
+                return
             for batch in _batches(blocks, SEGMENT_BYTES):
                 sent[0] += sum(len(b) for b in batch)
                 self.channel.send(Segment(task.task, task.attempt, partition, run, batch))
@@ -159,22 +172,59 @@ class Worker:
             self.functions, self.settings["partitions"], buffer_bytes=self.settings["map_buffer_bytes"],
             block_bytes=self.settings["block_bytes"], zstd_level=self.settings["zstd_level"], emit=emit,
         )
-        failure: TaskFailed | None = None
         for items in self._inputs():
             if failure is None:
                 failure = self._map_items(task, output, items)
         if failure is None:
             failure = self._guard(task, MAP, "combinefn", None, output.spill)
+        if failure is None and writer is not None:
+            failure = self._finish_map_file(task, writer)
         if failure is not None:
+            if writer is not None:
+                writer.abort()
             self.channel.send(failure)
             return
         stats = {"records_in": output.records_in, "pairs_out": output.pairs_out, "runs": output.runs,
-                 "bytes_out": sent[0], "peak_rss_bytes": _peak_rss_bytes()}
+                 "bytes_out": writer.size if writer is not None else sent[0], "peak_rss_bytes": _peak_rss_bytes()}
         self.channel.send(TaskDone(MAP, task.task, task.attempt, task.epoch, stats))
 
-    def _map_items(self, task: MapTask, output: MapOutput, items: list[tuple[Any, Any]]) -> TaskFailed | None:
+    def _open_map_file(self, task: MapTask) -> tuple[MapFileWriter | None, TaskFailed | None]:
+        """Paths mode: the writer of this attempt's map file; payload mode: (None, None)."""
+        shared_dir = self.settings.get("shared_dir")
+        if not shared_dir:
+            return None, None
+        path = map_file(Path(shared_dir), task.task, task.attempt, task.epoch)
+        try:
+            return MapFileWriter(path), None
+        except OSError as e:
+            return None, self._file_failed(task, MAP, f"cannot write map output to {path}", e)
+
+    def _finish_map_file(self, task: MapTask, writer: MapFileWriter) -> TaskFailed | None:
+        """Make the map file durable and tell the coordinator where it is (before TaskDone)."""
+        try:
+            size = writer.finish()
+        except OSError as e:
+            return self._file_failed(task, MAP, f"cannot write map output to {writer.path}", e)
+        self.channel.send(MapFile(task.task, task.attempt, str(writer.path), size, writer.index))
+        return None
+
+    def _map_items(self, task: MapTask, output: MapOutput, items: list[tuple[Any, Any]] | MapPaths) -> TaskFailed | None:
+        if isinstance(items, MapPaths):
+            return self._map_files(task, output, items)
         for key, value in items:
             failure = self._guard(task, MAP, "mapfn", key, output.map_record, key, value)
+            if failure is not None:
+                return failure
+        return None
+
+    def _map_files(self, task: MapTask, output: MapOutput, msg: MapPaths) -> TaskFailed | None:
+        """Read each file as the job's octostore.files() source would, and map it."""
+        for path in msg.paths:
+            try:
+                text = read_file(path, msg.encoding, msg.errors)
+            except OSError as e:
+                return self._file_failed(task, MAP, f"cannot read input file {path}", e)
+            failure = self._guard(task, MAP, "mapfn", path, output.map_record, path, text)
             if failure is not None:
                 return failure
         return None
@@ -187,7 +237,7 @@ class Worker:
                 return
             if isinstance(msg, Input):
                 yield pickle.loads(self._decompressor.decompress(msg.items))
-            elif isinstance(msg, RunBlocks):
+            elif isinstance(msg, (RunBlocks, RunRanges, MapPaths)):
                 yield msg
             else:
                 raise ProtocolError(f"expected task input, got {msg.op}")
@@ -197,8 +247,7 @@ class Worker:
     def run_reduce_task(self, task: ReduceTask) -> None:
         received = ReceivedRuns(task.runs)
         try:
-            for msg in self._inputs():
-                received.add(msg.run, msg.blocks)
+            failure = self._receive_runs(task, received)
             sent = [0]
 
             def emit(blocks: list[bytes]) -> None:
@@ -211,7 +260,8 @@ class Worker:
                 keys[0] = reduce_runs(self.functions, received.runs(), block_bytes=self.settings["block_bytes"],
                                       zstd_level=self.settings["zstd_level"], emit=emit)
 
-            failure = self._guard(task, REDUCE, "reducefn", None, reduce)
+            if failure is None:
+                failure = self._guard(task, REDUCE, "reducefn", None, reduce)
         finally:
             received.close()
         if failure is not None:
@@ -219,6 +269,19 @@ class Worker:
             return
         stats = {"bytes_in": received.bytes, "keys": keys[0], "bytes_out": sent[0], "peak_rss_bytes": _peak_rss_bytes()}
         self.channel.send(TaskDone(REDUCE, task.task, task.attempt, task.epoch, stats))
+
+    def _receive_runs(self, task: ReduceTask, received: ReceivedRuns) -> TaskFailed | None:
+        """Take the runs' blocks (payload) or their places in the shared map files (paths), to InputEnd."""
+        failure: TaskFailed | None = None
+        for msg in self._inputs():
+            if isinstance(msg, RunBlocks):
+                received.add(msg.run, msg.blocks)
+            elif failure is None:
+                try:
+                    received.add_ranges(msg.run, msg.path, msg.ranges)
+                except OSError as e:
+                    failure = self._file_failed(task, REDUCE, f"cannot read map output file {msg.path}", e)
+        return failure
 
     # -- failures -------------------------------------------------------------------------
 
@@ -239,6 +302,15 @@ class Worker:
         of = self.settings["max_attempts"]
         message = f"{fn_name} raised {type(e).__name__}{where} ({kind} task {task.task}, attempt {task.attempt} of {of}): {e}"
         return TaskFailed(kind, task.task, task.attempt, task.epoch, message, format_user_traceback(e), False)
+
+
+    def _file_failed(self, task: MapTask | ReduceTask, kind: str, what: str, e: OSError) -> TaskFailed:
+        """A shared or input file this worker cannot use: the attempt fails and may run elsewhere."""
+        of = self.settings["max_attempts"]
+        message = (f"{what} on {socket.gethostname()}: {e.strerror or e} ({kind} task {task.task}, "
+                   f"attempt {task.attempt} of {of})\nhint: every worker host must see the files at the same path "
+                   "(is the shared filesystem mounted there?)")
+        return TaskFailed(kind, task.task, task.attempt, task.epoch, message, "", False)
 
 
 def _batches(blocks: list[bytes], max_bytes: int) -> Iterator[list[bytes]]:

@@ -2,7 +2,9 @@
 
 The coordinator streams the runs of one partition to the worker; they go to
 an unlinked temporary file (``ReceivedRuns``), so a partition larger than
-memory costs disk, not RAM.  A k-way merge (``blocks.merge_runs``) then reads
+memory costs disk, not RAM.  In shuffle mode 'paths' the coordinator sends
+only where each run's blocks are in the shared map files, and the merge reads
+them from there directly (``os.pread``), with no copy.  A k-way merge (``blocks.merge_runs``) then reads
 one block per run at a time, and equal keys are grouped into a ``Values``
 (values.py: lazy, cheap ``len()``, streamed from disk for a hot key).
 """
@@ -30,34 +32,50 @@ RESULT_BATCH_BYTES = 4 * 1024 * 1024
 
 
 class ReceivedRuns:
-    """The runs of one reduce attempt, in an unlinked temporary file with a block index."""
+    """The runs of one reduce attempt: blocks received (kept in an unlinked temporary file) or
+    byte ranges of map files on the shared filesystem (paths mode), with one block index per run."""
 
     def __init__(self, runs: int, tmp_dir: str | None = None) -> None:
         self._file: IO[bytes] = tempfile.TemporaryFile(prefix="octo-runs-", dir=tmp_dir)
-        self._index: list[list[tuple[int, int]]] = [[] for _ in range(runs)]
+        self._index: list[list[tuple[int, int, int]]] = [[] for _ in range(runs)]  # per run: (fd, offset, length)
+        self._shared: dict[str, int] = {}  # map file path -> open fd
         self._end = 0
         self.bytes = 0
 
     def add(self, run: int, blocks: Iterable[bytes]) -> None:
         """Append the next blocks of `run`."""
+        fd = self._file.fileno()
         for block in blocks:
             self._file.write(block)
-            self._index[run].append((self._end, len(block)))
+            self._index[run].append((fd, self._end, len(block)))
             self._end += len(block)
             self.bytes += len(block)
+
+    def add_ranges(self, run: int, path: str, ranges: list[list[int]]) -> None:
+        """Add blocks of `run` that stay in the shared map file `path`; raises OSError if it cannot be opened."""
+        fd = self._shared.get(path)
+        if fd is None:
+            fd = self._shared[path] = os.open(path, os.O_RDONLY)
+        self._index[run].extend((fd, offset, length) for offset, length in ranges)
+        self.bytes += sum(length for _, length in ranges)
 
     def runs(self) -> list[Iterator[bytes]]:
         """Return one block iterator per run (call after the last add)."""
         self._file.flush()
         return [self._blocks(index) for index in self._index]
 
-    def _blocks(self, index: list[tuple[int, int]]) -> Iterator[bytes]:
-        fd = self._file.fileno()
-        for offset, length in index:
-            yield os.pread(fd, length, offset)
+    def _blocks(self, index: list[tuple[int, int, int]]) -> Iterator[bytes]:
+        for fd, offset, length in index:
+            block = os.pread(fd, length, offset)
+            if len(block) != length:  # a map file shorter than committed: the shared filesystem lost data
+                raise OSError(f"short read of a map output block: {len(block)} of {length} bytes at {offset}")
+            yield block
 
     def close(self) -> None:
         self._file.close()
+        for fd in self._shared.values():
+            os.close(fd)
+        self._shared.clear()
 
 
 def group_values(batches: Iterable[list[Record]]) -> Iterator[tuple[bytes, Values]]:

@@ -1,0 +1,21 @@
+# The guide's word count over octostore.files(): in paths mode workers read the files themselves.
+# The corpus folder comes from $OCTO_TEST_CORPUS (tests/test_paths_mode.py makes it).
+import os
+
+import octostore
+
+source = octostore.files(os.path.join(os.environ["OCTO_TEST_CORPUS"], "*.txt"))
+
+
+def mapfn(key, value):
+    for line in value.splitlines():
+        for word in line.split():
+            yield word.lower(), 1
+
+
+def reducefn(key, value):
+    return key, len(value)
+
+
+def final(key, value):
+    print(key, value)

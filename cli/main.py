@@ -177,11 +177,12 @@ def server(job_file: Path, job_id: str | None, config_file: Path | None, dry_run
               help="The coordinator's secret (default: $OCTO_HOME/secret).")
 @click.option("--wait", "wait_s", type=click.FloatRange(min=0), default=30.0, show_default=True,
               help="Seconds to keep retrying while the server starts.")
-def client(address: str, secret_file: Path | None, wait_s: float) -> None:
+@click.option("--tls-ca", help="Use TLS, verifying the server's certificate against this CA file (PEM).")
+def client(address: str, secret_file: Path | None, wait_s: float, tls_ca: str | None) -> None:
     """Work for the `octo server` at ADDRESS (HOST or HOST:PORT) until its job ends."""
     host_port = _run(parse_address, address)
     secret = _run(read_secret, secret_file or _home() / "secret")
-    _run(api.work, host_port, secret, wait_s=wait_s, max_frame_bytes=MAX_FRAME_BYTES)
+    _run(api.work, host_port, secret, wait_s=wait_s, max_frame_bytes=MAX_FRAME_BYTES, tls_ca=tls_ca)
 
 
 @octo.command("ssh-launch")
@@ -193,13 +194,14 @@ def client(address: str, secret_file: Path | None, wait_s: float) -> None:
               help="Add unknown (never changed) host keys to known_hosts, printing their fingerprints.")
 @click.option("--known-hosts", help="known_hosts file (default: ~/.ssh/known_hosts).")
 @click.option("--ssh-config", help="OpenSSH client config (default: ~/.ssh/config).")
+@click.option("--tls-ca", help="Workers use TLS, verifying the server against this CA file: the same path on every host.")
 def ssh_launch(hosts_file: Path, coordinator: str, secret_file: Path | None, accept_new_host_keys: bool,
-               known_hosts: str | None, ssh_config: str | None) -> None:
+               known_hosts: str | None, ssh_config: str | None, tls_ca: str | None) -> None:
     """Start workers over SSH on every host of HOSTS_FILE for a running `octo server`."""
     address = _run(parse_address, coordinator)
     started = _run(api.ssh_launch, hosts_file, address, secret_file or _home() / "secret",
                    accept_new_host_keys=accept_new_host_keys,
-                   known_hosts=known_hosts, ssh_config=ssh_config)
+                   known_hosts=known_hosts, ssh_config=ssh_config, tls_ca=tls_ca)
     log.info("all %d ssh workers have ended", started)
 
 

@@ -25,6 +25,7 @@ from .launch.group import WorkerGroup
 from .launch.hosts import Host, parse_hosts, read_hosts
 from .launch.local import start_local_workers
 from .launch.ssh import SshOptions, SshWorkers, advertised_address
+from .protocol.tls import server_context
 from .stores.results import iter_results
 from .stores.lock import is_locked, read_holder
 from .stores.segments import SegmentStore
@@ -37,6 +38,7 @@ def submit(job_path: Path, config: Config, *, job_id: str | None = None,
            on_listening: Callable[[str, int], None] | None = None) -> JobReport:
     """Run a job on this machine's coordinator with `config.workers` local workers (0 = wait for clients)."""
     failpoints.check()
+    _check_tls_files(config)
     secret = load_or_create_secret(config.home)
     return submit_job(job_path, config, secret, job_id=job_id, launch=_launcher(config, secret),
                       on_listening=on_listening)
@@ -54,6 +56,7 @@ def resume(home: Path, job_id: str, *, reload: bool = False, on_listening: Calla
     config = Config.from_stored(home, meta.get("config", {}), **overrides)  # type: ignore[arg-type]
     if os.path.isdir(str(meta.get("cwd", ""))):
         os.chdir(str(meta["cwd"]))
+    _check_tls_files(config)
     secret = load_or_create_secret(home)
     return resume_job(config, job_id, secret, reload=reload, launch=_launcher(config, secret),
                       on_listening=on_listening)
@@ -85,7 +88,7 @@ __all__ = ["submit", "resume", "cancel", "work", "results", "list_jobs", "job_st
 
 def ssh_launch(hosts_file: Path, coordinator: tuple[str, int], secret_file: Path, *,
                accept_new_host_keys: bool = False, known_hosts: str | None = None,
-               ssh_config: str | None = None) -> int:
+               ssh_config: str | None = None, tls_ca: str | None = None) -> int:
     """Start workers on every host of `hosts_file` for a running `octo server`; return when they end.
 
     Returns how many workers were started.  Workers exit when their job ends, or when this
@@ -94,7 +97,7 @@ def ssh_launch(hosts_file: Path, coordinator: tuple[str, int], secret_file: Path
     secret = read_secret(secret_file)
     config = Config(home=Path("."), accept_new_host_keys=accept_new_host_keys, ssh_known_hosts=known_hosts,
                     ssh_config_file=ssh_config)
-    workers = SshWorkers(hosts, coordinator, secret, _ssh_options(config))
+    workers = SshWorkers(hosts, coordinator, secret, _ssh_options(config), tls_ca)
     try:
         started = workers.start_all()
         if started == 0:
@@ -131,6 +134,8 @@ def describe_plan(config: Config, job_file: Path) -> str:
         f"local workers: {config.resolved_workers()}",
         *(f"ssh host: {h.label}  slots={h.slots}  python={h.python}" for h in hosts),
         f"ssh workers: {sum(h.slots for h in hosts)} on {len(hosts)} host(s)",
+        f"tls: on (cert {config.tls_cert}; workers verify with {config.resolved_tls_ca()})" if config.tls
+        else "tls: off",
         f"shuffle mode: {config.shuffle_mode}"
         + (f" (shared_root: {config.shared_root})" if config.shuffle_mode == "paths" else ""),
         f"partitions: {config.partitions or 'as the job says, else 8'}; map tasks: {config.map_tasks or 'default'}; "
@@ -151,6 +156,12 @@ def _ssh_options(config: Config) -> SshOptions:
         accept_new_host_keys=config.accept_new_host_keys)
 
 
+def _check_tls_files(config: Config) -> None:
+    """Load the certificate and key once before a job is created or resumed: a bad file is a usage error."""
+    if config.tls:
+        server_context(str(config.tls_cert), str(config.tls_key))
+
+
 def _launcher(config: Config, secret: bytes) -> Launch | None:
     """Start the local workers and the SSH hosts' workers once the coordinator listens."""
     workers, hosts = config.resolved_workers(), _hosts(config)
@@ -160,9 +171,10 @@ def _launcher(config: Config, secret: bytes) -> Launch | None:
     def launch(address: tuple[str, int]) -> WorkerGroup:
         group = WorkerGroup([])
         if workers:
-            group.add(start_local_workers(workers, address, secret))
+            group.add(start_local_workers(workers, address, secret, config.resolved_tls_ca()))
         if hosts:
-            remote = SshWorkers(hosts, advertised_address(config.bind, address[1]), secret, _ssh_options(config))
+            remote = SshWorkers(hosts, advertised_address(config.bind, address[1]), secret, _ssh_options(config),
+                                config.resolved_tls_ca())
             group.add(remote)
             if remote.start_all() == 0 and not workers:
                 group.stop()
@@ -173,9 +185,10 @@ def _launcher(config: Config, secret: bytes) -> Launch | None:
     return launch
 
 
-def work(address: tuple[str, int], secret: bytes, *, wait_s: float, max_frame_bytes: int) -> None:
-    """Work for the coordinator at `address` until its job ends (``octo client``)."""
-    run_worker(address, secret, wait_s=wait_s, max_frame_bytes=max_frame_bytes)
+def work(address: tuple[str, int], secret: bytes, *, wait_s: float, max_frame_bytes: int,
+         tls_ca: str | None = None) -> None:
+    """Work for the coordinator at `address` until its job ends (``octo client``); TLS if `tls_ca` is given."""
+    run_worker(address, secret, wait_s=wait_s, max_frame_bytes=max_frame_bytes, tls_ca=tls_ca)
 
 
 def results(home: Path, job_id: str) -> Iterator[tuple[Any, Any]]:

@@ -68,6 +68,10 @@ class Config:
     ssh_config_file: str | None = None  # None = ~/.ssh/config
     shuffle_mode: str = "payload"  # payload: data travels through the coordinator; paths: through shared_root
     shared_root: str | None = None  # paths mode: a folder every worker host mounts at the same path
+    tls: bool = False  # encrypt worker connections (authentication is the HMAC handshake either way)
+    tls_cert: str | None = None  # coordinator: its certificate (PEM, chain first); absolute path
+    tls_key: str | None = None  # coordinator: the certificate's private key (PEM, unencrypted)
+    tls_ca: str | None = None  # workers verify the coordinator against it; None = tls_cert (self-signed)
     progress: str = "auto"  # auto | bar | lines | off
     progress_every_s: float = 5.0  # plain progress lines, when stderr is not a terminal
 
@@ -81,6 +85,7 @@ class Config:
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port {self.port} is out of range", "use 0..65535 (0 picks a free port)")
         _check_shuffle(self.shuffle_mode, self.shared_root)
+        _check_tls(self.tls, self.tls_cert, self.tls_key)
         if not self.lease_s > 0:
             raise ConfigError(f"lease {self.lease_s!r} must be a positive number of seconds")
         if self.progress not in ("auto", "bar", "lines", "off"):
@@ -116,6 +121,10 @@ class Config:
         """Seconds between a worker's heartbeats: several per lease, so one late beat is no loss."""
         return self.heartbeat_every_s or self.lease_s / 4
 
+    def resolved_tls_ca(self) -> str | None:
+        """The CA file the coordinator's own workers verify it with: tls_ca, else the (self-signed) tls_cert."""
+        return (self.tls_ca or self.tls_cert) if self.tls else None
+
     def resolved_partitions(self, job_partitions: int | None) -> int:
         """Reduce partitions: the option wins over the job's `partitions`, then the default."""
         return self.partitions or job_partitions or DEFAULT_PARTITIONS
@@ -123,7 +132,8 @@ class Config:
 
 _STORED = ("workers", "bind", "port", "map_buffer_bytes", "block_bytes", "zstd_level", "map_size_bytes",
            "max_frame_bytes", "max_attempts", "sync", "lease_s", "heartbeat_every_s", "backup_tasks", "ssh_hosts",
-           "accept_new_host_keys", "ssh_known_hosts", "ssh_config_file", "shuffle_mode", "shared_root")
+           "accept_new_host_keys", "ssh_known_hosts", "ssh_config_file", "shuffle_mode", "shared_root",
+           "tls", "tls_cert", "tls_key", "tls_ca")
 
 
 def _check_shuffle(mode: str, shared_root: str | None) -> None:
@@ -139,6 +149,19 @@ def _check_shuffle(mode: str, shared_root: str | None) -> None:
     if not os.path.isdir(shared_root):
         raise ConfigError(f"shared_root {shared_root}: no such folder",
                           "create it (on the shared filesystem every host mounts), or fix the path")
+
+
+def _check_tls(tls: bool, cert: str | None, key: str | None) -> None:
+    """TLS on needs the coordinator's certificate and key, as files that exist."""
+    if not tls:
+        return
+    if not cert or not key:
+        raise ConfigError("TLS is on but the certificate or key is not set",
+                          "set both in the config file: tls: {enabled: true, cert: node.pem, key: node.key}")
+    for kind, path in (("certificate", cert), ("key", key)):
+        if not os.path.isfile(path):
+            raise ConfigError(f"TLS {kind} {path}: no such file",
+                              "check tls.cert and tls.key; a resumed job reads them from the same paths")
 
 
 def _check_positive(name: str, value: int | None, allow_zero: bool = False) -> None:

@@ -89,9 +89,9 @@ class ConfigFile:
             values["shared_root"] = os.path.abspath(self.shuffle_shared_root)  # stored: resume may run elsewhere
         if self.hosts:  # as hosts-file lines, so a resumed job stores and reads them back the same way
             values["ssh_hosts"] = tuple(f"{h.label} slots={h.slots} python={h.python}" for h in self.hosts)
-        if self.tls_enabled:
-            raise ConfigError(f"{self.path}:{self.lines.get('tls.enabled', 0)}: tls.enabled: TLS is not available yet",
-                              "set enabled: false; frames are already authenticated (per-frame HMAC), not encrypted")
+        for name in ("tls_cert", "tls_key", "tls_ca"):  # absolute: stored with the job, resume may run elsewhere
+            path = getattr(self, name)
+            values[name] = os.path.abspath(path) if path is not None else None
         return {name: value for name, value in values.items() if value is not None}
 
 
@@ -99,7 +99,7 @@ _CONFIG_FIELDS = {
     "workers": "workers", "partitions": "partitions", "map_tasks": "map_tasks", "coordinator_bind": "bind",
     "coordinator_port": "port", "map_buffer_bytes": "map_buffer_bytes", "zstd_level": "zstd_level",
     "max_attempts": "max_attempts", "lease_s": "lease_s", "progress": "progress",
-    "ssh_accept_new_host_keys": "accept_new_host_keys", "shuffle_mode": "shuffle_mode",
+    "ssh_accept_new_host_keys": "accept_new_host_keys", "shuffle_mode": "shuffle_mode", "tls_enabled": "tls",
 }
 """ConfigFile field -> Config field.  ``home`` is not here: the CLI decides how it ranks against $OCTO_HOME."""
 

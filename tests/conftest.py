@@ -166,3 +166,12 @@ def start_server(home: Path, job: Path, *args: str, port: int = 0, **env: str) -
 
 def start_client(home: Path, port: int, *args: str) -> Running:
     return Running(start_octo(home, "client", f"127.0.0.1:{port}", *args))
+
+
+def make_cert(folder: Path, name: str) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (an IP subjectAltName) and its key: (cert, key)."""
+    cert, key = folder / f"{name}.pem", folder / f"{name}.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    return cert, key

@@ -6,6 +6,7 @@ Most tests run in a temporary folder holding ``octo.yaml``, so an error reads
 
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
 
@@ -69,7 +70,7 @@ def test_overrides_build_a_config() -> None:
     assert cf.config_overrides() == {
         "workers": 2, "partitions": 8, "map_tasks": 16, "bind": "0.0.0.0", "port": 11235,
         "map_buffer_bytes": 64 * 2**20, "zstd_level": 3, "max_attempts": 5, "lease_s": 12.5, "progress": "off",
-        "accept_new_host_keys": False, "shuffle_mode": "payload",
+        "accept_new_host_keys": False, "shuffle_mode": "payload", "tls": False,
         "ssh_hosts": tuple(f"{h.label} slots={h.slots} python={h.python}" for h in cf.hosts),
     }
     assert parse_hosts("\n".join(cf.config_overrides()["ssh_hosts"]), "stored") == cf.hosts  # type: ignore[arg-type]
@@ -118,6 +119,8 @@ def test_relative_paths_start_from_the_config_files_folder() -> None:
               "home: ../octo-home\nshuffle: {shared_root: /mnt/shared}\n", name="conf/octo.yaml")
     assert cf.ssh_hosts_file == Path("conf/hosts.txt")
     assert (cf.tls_cert, cf.tls_key) == (Path("conf/tls/node.pem"), Path("conf/tls/node.key"))
+    overrides = cf.config_overrides()  # absolute in the Config: stored with the job, resume may run elsewhere
+    assert (overrides["tls"], overrides["tls_cert"]) == (True, os.path.abspath("conf/tls/node.pem"))
     assert cf.home == Path("conf/../octo-home")
     assert cf.shuffle_shared_root == Path("/mnt/shared")
     assert cf.hosts == [Host("node1")]

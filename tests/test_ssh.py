@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 
 from . import oracle
-from .conftest import JOBS, Running, octo, start_octo, start_server
+from .conftest import JOBS, Running, make_cert, octo, start_octo, start_server
 from .sshd import HOSTS, Sshd, sshd  # noqa: F401  (the fixture)
 
 CANARY = JOBS / "canary.py"
@@ -163,3 +163,34 @@ def test_resume_on_an_ssh_cluster_brings_the_same_hosts_back(home: Path, tmp_pat
     assert resumed.stdout == oracle.final_output(CANARY)
     assert "started 2 worker(s) over ssh on 2 host(s)" in resumed.stderr
     assert "6 of 20 map" in resumed.stderr
+
+
+def test_ssh_workers_use_tls_with_the_ca_path(home: Path, tmp_path: Path, sshd: Sshd) -> None:
+    """The coordinator passes its CA path to SSH workers (`--tls-ca`); a plain worker would be refused."""
+    cert, _ = make_cert(tmp_path, "node")
+    config, flags = cluster(tmp_path, sshd, hosts_file(tmp_path, sshd, hosts=("127.0.0.2", "127.0.0.3")))
+    config.write_text(config.read_text() + "tls: {enabled: true, cert: node.pem, key: node.key}\n")
+    result = octo(home, "submit", str(CANARY), *flags)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == oracle.final_output(CANARY)
+    assert "started 2 worker(s) over ssh on 2 host(s)" in result.stderr and "refused" not in result.stderr
+
+
+def test_ssh_launch_with_tls_ca(home: Path, tmp_path: Path, sshd: Sshd) -> None:
+    cert, _ = make_cert(tmp_path, "node")
+    config = tmp_path / "tls.yaml"
+    config.write_text("tls: {enabled: true, cert: node.pem, key: node.key}\n")
+    server, port = start_server(home, CANARY, "--config", str(config), **SLOW)
+    known = sshd.write_known_hosts(tmp_path / "known_hosts")
+    try:
+        launched = octo(home, "ssh-launch", str(hosts_file(tmp_path, sshd)), "--coordinator", f"127.0.0.1:{port}",
+                        "--known-hosts", str(known), "--ssh-config", str(sshd.write_ssh_config(tmp_path / "c", known)),
+                        "--tls-ca", str(cert))
+        assert launched.returncode == 0, launched.stderr
+        assert "all 3 ssh workers have ended" in launched.stderr
+        code, out, err = server.finish()
+        assert code == 0, err
+        assert out == oracle.final_output(CANARY)
+        assert "refused" not in err
+    finally:
+        server.kill()

@@ -27,6 +27,11 @@ commits its path and block ranges instead of segment ids.  Map inputs from an
 ``octostore.files`` source travel as paths (MapPaths), reduce inputs as byte
 ranges (RunRanges): the coordinator moves metadata only, plus reduce results.
 The file of an attempt that is lost or loses is removed here (best effort).
+
+With ``config.tls`` each accepted connection is upgraded to TLS first
+(``protocol/tls.py``), inside ``_accept``: a peer that fails the TLS handshake
+(a plain worker, a wrong CA) is logged and counted as a refused peer, and the
+HMAC handshake then runs inside TLS, unchanged.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import os
 import pickle
 import signal
 import socket
+import ssl
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -64,6 +70,7 @@ from ..protocol.messages import (
     MAP, PYTHON_VERSION, REDUCE, Heartbeat, Hello, Input, InputEnd, MapFile, MapPaths, MapTask, Ready, ReduceTask,
     Results, RunBlocks, RunRanges, Segment, Refused, Shutdown, TaskDone, TaskFailed, Welcome,
 )
+from ..protocol.tls import server_context
 from ..stores.mapfiles import check_map_file, is_file_entry, job_dir, map_file, remove_attempt
 from ..stores.segments import SegmentStore
 from ..stores.state import JobState, StateStore, TaskState
@@ -145,6 +152,9 @@ class CoordinatorServer:
         self._disk_full: DiskFull | None = None
         self._closing = False
         self._handshaking: set[asyncio.StreamWriter] = set()
+        self._tls: ssl.SSLContext | None = None
+        if config.tls:  # ConfigError now, before anything listens, if the files do not load
+            self._tls = server_context(str(config.tls_cert), str(config.tls_key))
         self._last_worker_seen = time.monotonic()
         self.spill = [SegmentStore(paths.partition_spill(p), config.map_size_bytes) for p in range(partitions)]
         self.results = SegmentStore(paths.results, config.map_size_bytes)
@@ -264,6 +274,8 @@ class CoordinatorServer:
         channel = AsyncChannel(reader, writer, self.config.max_frame_bytes)
         self._handshaking.add(writer)
         try:
+            if self._tls is not None:
+                await self._start_tls(channel)
             await asyncio.wait_for(channel.authenticate(self.secret), HANDSHAKE_TIMEOUT_S)
             hello = await asyncio.wait_for(channel.recv(), HANDSHAKE_TIMEOUT_S)
             if not isinstance(hello, Hello):
@@ -285,6 +297,19 @@ class CoordinatorServer:
             return
         worker = WorkerConn(f"{hello.host}:{hello.pid}", hello.pid, channel, time.monotonic())
         await self._serve_worker(worker, hello)
+
+    async def _start_tls(self, channel: AsyncChannel) -> None:
+        """Upgrade to TLS, or raise ConnectionLost naming TLS (a plain worker, a wrong CA, a timeout)."""
+        assert self._tls is not None
+        try:
+            await channel.start_tls(self._tls, HANDSHAKE_TIMEOUT_S)
+        except ssl.SSLError as e:
+            raise ConnectionLost(f"TLS handshake failed: {e.reason or e}") from None
+        except (asyncio.TimeoutError, ConnectionAbortedError):  # asyncio aborts after ssl_handshake_timeout
+            raise ConnectionLost(f"TLS handshake failed: no TLS hello within {HANDSHAKE_TIMEOUT_S:g} s "
+                                 "(a worker without --tls-ca?)") from None
+        except OSError as e:
+            raise ConnectionLost(f"TLS handshake failed: {e.strerror or e}") from None
 
     async def _serve_worker(self, worker: WorkerConn, hello: Hello) -> None:
         self._workers.add(worker)

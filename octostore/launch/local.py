@@ -7,6 +7,9 @@ both).  The pipe then stays open: when the coordinator exits, for any reason
 including ``kill -9``, the kernel closes it and the worker's stdin watchdog
 exits the worker.  No orphans.
 
+With TLS on, each worker gets the CA file's path as ``--tls-ca PATH`` (a path is
+no secret) and verifies the coordinator's certificate against it.
+
 A worker's stdout goes to the coordinator's stderr: what ``mapfn`` prints
 stays visible, and the coordinator's stdout holds only ``final``'s output.
 """
@@ -26,16 +29,17 @@ STOP_TIMEOUT_S = 5.0
 class LocalWorkers:
     """The worker processes one coordinator started on this machine."""
 
-    def __init__(self, address: tuple[str, int], secret: bytes) -> None:
+    def __init__(self, address: tuple[str, int], secret: bytes, tls_ca: str | None = None) -> None:
         self.address = address
         self._secret = secret
+        self._tls_args = ["--tls-ca", tls_ca] if tls_ca else []
         self._procs: dict[int, subprocess.Popen[bytes]] = {}
 
     def start(self, count: int) -> None:
         """Start `count` workers connecting to the coordinator."""
         for _ in range(count):
             proc = subprocess.Popen(
-                [sys.executable, "-m", "octostore.worker", f"{self.address[0]}:{self.address[1]}"],
+                [sys.executable, "-m", "octostore.worker", f"{self.address[0]}:{self.address[1]}", *self._tls_args],
                 stdin=subprocess.PIPE, stdout=2, stderr=None, close_fds=True,  # stdout -> our fd 2
             )
             assert proc.stdin is not None
@@ -72,8 +76,9 @@ class LocalWorkers:
                 pass
 
 
-def start_local_workers(count: int, address: tuple[str, int], secret: bytes) -> LocalWorkers:
-    """Start `count` workers connecting to `address`."""
-    workers = LocalWorkers(address, secret)
+def start_local_workers(count: int, address: tuple[str, int], secret: bytes,
+                        tls_ca: str | None = None) -> LocalWorkers:
+    """Start `count` workers connecting to `address` (over TLS, verified with `tls_ca`, if given)."""
+    workers = LocalWorkers(address, secret, tls_ca)
     workers.start(count)
     return workers

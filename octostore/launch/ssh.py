@@ -6,13 +6,16 @@ their keys and agent; check the host key against ``known_hosts`` with
 ``RejectPolicy``; check that the host runs the same octostore and Python as
 the coordinator; then open one channel per slot running::
 
-    PYTHON -m octostore.worker COORDINATOR_HOST:PORT
+    PYTHON -m octostore.worker COORDINATOR_HOST:PORT [--tls-ca PATH]
 
 and write the secret as one hex line to the channel's stdin.  The secret is
 never in a command line or an environment variable (``ps`` and
 ``/proc/*/environ`` show both).  The channel *is* the worker's lifeline: its
 stdin watchdog exits the worker when the channel closes, so stopping or
 killing the coordinator (or ``octo ssh-launch``) leaves no process on any host.
+
+With TLS, PATH is the CA file the worker verifies the coordinator with; it is
+not copied: it must exist at that same path on every host.
 
 Host keys: an unknown key is refused with its fingerprint and the flag that
 accepts it (``--accept-new-host-keys``, which adds unknown keys to
@@ -149,9 +152,11 @@ class _RemoteWorker:
 class SshWorkers:
     """Workers on SSH hosts for one coordinator: start, reap, replace, stop."""
 
-    def __init__(self, hosts: list[Host], address: tuple[str, int], secret: bytes, options: SshOptions) -> None:
+    def __init__(self, hosts: list[Host], address: tuple[str, int], secret: bytes, options: SshOptions,
+                 tls_ca: str | None = None) -> None:
         self.address, self.options = address, options
         self._secret = secret
+        self._tls_args = f" --tls-ca {shlex.quote(tls_ca)}" if tls_ca else ""
         self._hosts = hosts
         self._clients: dict[Host, paramiko.SSHClient] = {}
         self._workers: list[_RemoteWorker] = []
@@ -176,7 +181,7 @@ class SshWorkers:
         return started
 
     def _start_on(self, host: Host) -> None:
-        command = f"exec {shlex.quote(host.python)} -m octostore.worker {self.address[0]}:{self.address[1]}"
+        command = f"exec {shlex.quote(host.python)} -m octostore.worker {self.address[0]}:{self.address[1]}{self._tls_args}"
         channel = self._clients[host].get_transport().open_session()  # type: ignore[union-attr]
         channel.set_combine_stderr(True)
         channel.exec_command(command)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import threading
 from typing import Any
 
@@ -16,6 +17,7 @@ from ..errors import ConnectionLost
 from .frames import Opener, Sealer, read_frame, recv_frame, send_frame, write_frame
 from .handshake import COORDINATOR_TO_WORKER, WORKER_TO_COORDINATOR, accept_handshake, connect_handshake
 from .messages import decode_message, encode_message
+from .tls import TlsSocket
 
 
 class AsyncChannel:
@@ -29,6 +31,10 @@ class AsyncChannel:
         self._opener: Opener | None = None
         self.bytes_in = 0
         self.bytes_out = 0
+
+    async def start_tls(self, context: ssl.SSLContext, timeout_s: float) -> None:
+        """Upgrade to TLS before authenticate(); raises ssl.SSLError, OSError or TimeoutError."""
+        await self.writer.start_tls(context, ssl_handshake_timeout=timeout_s)
 
     async def authenticate(self, secret: bytes) -> None:
         """Run the coordinator's half of the handshake; raise AuthenticationError on a bad peer."""
@@ -63,11 +69,23 @@ class SyncChannel:
     """A worker's end of its connection to the coordinator (blocking socket)."""
 
     def __init__(self, sock: socket.socket, max_frame_bytes: int) -> None:
-        self.sock = sock
+        self.sock: socket.socket | TlsSocket = sock
         self.max_frame_bytes = max_frame_bytes
         self._sealer: Sealer | None = None
         self._opener: Opener | None = None
         self._send_lock = threading.Lock()  # the heartbeat thread sends too; frames must not interleave
+
+    def start_tls(self, context: ssl.SSLContext, server_hostname: str) -> None:
+        """Upgrade to TLS before authenticate(), checking the certificate for `server_hostname`.
+
+        Raises ssl.SSLCertVerificationError, ssl.SSLError or OSError (the caller words them)."""
+        tls = TlsSocket(self.sock, context, server_hostname)  # type: ignore[arg-type]  # once, before any frame
+        tls.handshake()
+        self.sock = tls
+
+    def settimeout(self, seconds: float | None) -> None:
+        """Bound every later blocking read and write (None: wait forever)."""
+        self.sock.settimeout(seconds)
 
     def authenticate(self, secret: bytes) -> None:
         """Run the worker's half of the handshake; raise AuthenticationError on a bad coordinator."""

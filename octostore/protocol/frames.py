@@ -27,10 +27,18 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import socket
 import struct
+from typing import Protocol
 
 from ..errors import ConnectionLost, ProtocolError
+
+class BlockingStream(Protocol):
+    """What the blocking frame functions need: a socket, or a ``tls.TlsSocket`` over one."""
+
+    def recv_into(self, buffer: memoryview) -> int: ...
+
+    def sendall(self, data: bytes) -> None: ...
+
 
 _HEADER = struct.Struct(">Q")
 HEADER_BYTES = _HEADER.size
@@ -74,13 +82,13 @@ def write_frame(writer: asyncio.StreamWriter, *parts: bytes) -> None:
     writer.writelines([frame_header(sum(len(p) for p in parts)), *parts])
 
 
-def recv_frame(sock: socket.socket, max_bytes: int) -> bytes:
+def recv_frame(sock: BlockingStream, max_bytes: int) -> bytes:
     """Read one frame body from a blocking socket."""
     header = _recv_exactly(sock, HEADER_BYTES, at_frame_start=True)
     return _recv_exactly(sock, parse_length(header, max_bytes), at_frame_start=False)
 
 
-def send_frame(sock: socket.socket, *parts: bytes) -> None:
+def send_frame(sock: BlockingStream, *parts: bytes) -> None:
     """Send one frame made of `parts` on a blocking socket."""
     data = [frame_header(sum(len(p) for p in parts)), *parts]
     try:
@@ -90,7 +98,7 @@ def send_frame(sock: socket.socket, *parts: bytes) -> None:
         raise ConnectionLost(f"connection error while sending: {e}") from None
 
 
-def _recv_exactly(sock: socket.socket, size: int, at_frame_start: bool) -> bytes:
+def _recv_exactly(sock: BlockingStream, size: int, at_frame_start: bool) -> bytes:
     buf = bytearray(size)
     view = memoryview(buf)
     got = 0

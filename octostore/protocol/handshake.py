@@ -25,10 +25,9 @@ import asyncio
 import hashlib
 import hmac
 import secrets
-import socket
 
 from ..errors import AuthenticationError, ConnectionLost, ProtocolError
-from .frames import read_frame, recv_frame, send_frame, write_frame
+from .frames import BlockingStream, read_frame, recv_frame, send_frame, write_frame
 
 PROTOCOL_VERSION = 1
 MAGIC = b"OCTO"
@@ -71,7 +70,7 @@ async def accept_handshake(reader: asyncio.StreamReader, writer: asyncio.StreamW
     return _session_key(secret, nonce_c, nonce_w)
 
 
-def connect_handshake(sock: socket.socket, secret: bytes) -> bytes:
+def connect_handshake(sock: BlockingStream, secret: bytes) -> bytes:
     """Authenticate to a coordinator (steps 2 and 5); return the session key."""
     hello = recv_frame(sock, HANDSHAKE_MAX_BYTES)
     if len(hello) != len(MAGIC) + 1 + NONCE_BYTES or not hello.startswith(MAGIC):

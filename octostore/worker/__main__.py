@@ -1,8 +1,10 @@
-"""Entry point of a worker started by a coordinator: ``python -m octostore.worker HOST:PORT``.
+"""Entry point of a worker started by a coordinator: ``python -m octostore.worker HOST:PORT [--tls-ca PATH]``.
 
 The secret arrives as one hex line on stdin (never in argv or the environment,
 which ``ps`` shows); stdin then stays open, and its EOF means the coordinator
-is gone, so the worker exits.  Users start workers with ``octo client``.
+is gone, so the worker exits.  ``--tls-ca`` turns TLS on, verifying the
+coordinator's certificate against that CA file.  Users start workers with
+``octo client``.
 """
 
 from __future__ import annotations
@@ -28,16 +30,30 @@ def _read_line(fd: int) -> bytes:
     return line
 
 
+_USAGE = "usage: python -m octostore.worker HOST:PORT [--tls-ca PATH]  (secret as a hex line on stdin)"
+
+
+def _parse_args(argv: list[str]) -> tuple[str, str | None] | None:
+    """(address, CA path or None) from argv, or None if it does not fit the usage line."""
+    if len(argv) == 1:
+        return argv[0], None
+    if len(argv) == 3 and argv[1] == "--tls-ca":
+        return argv[0], argv[2]
+    return None
+
+
 def main() -> int:
-    if len(sys.argv) != 2:
-        print("usage: python -m octostore.worker HOST:PORT  (secret as a hex line on stdin)", file=sys.stderr)
+    args = _parse_args(sys.argv[1:])
+    if args is None:
+        print(_USAGE, file=sys.stderr)
         return 2
+    address, tls_ca = args
     logging.basicConfig(level=logging.WARNING, format="octo worker: %(message)s", stream=sys.stderr)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the coordinator's to handle
     secret = bytes.fromhex(_read_line(0).decode().strip())
     watch_stdin()
     try:
-        run_worker(parse_address(sys.argv[1]), secret, max_frame_bytes=MAX_FRAME_BYTES)
+        run_worker(parse_address(address), secret, max_frame_bytes=MAX_FRAME_BYTES, tls_ca=tls_ca)
     except ConnectionLost:
         return 0  # the coordinator finished or died; either way there is nothing left to do
     except OctoError as e:

@@ -27,6 +27,7 @@ import os
 import pickle
 import resource
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -40,10 +41,12 @@ from ..errors import ConnectionLost, JobError, ProtocolError, UsageError
 from ..files import read_file
 from ..job import WorkerFunctions, format_user_traceback, unpack_functions
 from ..protocol.channel import SyncChannel
+from ..protocol.handshake import HANDSHAKE_TIMEOUT_S
 from ..protocol.messages import (
     MAP, PYTHON_VERSION, REDUCE, Heartbeat, Hello, Input, InputEnd, MapFile, MapPaths, MapTask, Ready, ReduceTask,
     Results, RunBlocks, RunRanges, Segment, Refused, Shutdown, TaskDone, TaskFailed, Welcome,
 )
+from ..protocol.tls import client_context
 from ..stores.mapfiles import MapFileWriter, map_file
 from .mapside import MapOutput
 from .reduceside import ReceivedRuns, ReduceFailed, reduce_runs
@@ -76,11 +79,16 @@ def connect(address: tuple[str, int], wait_s: float) -> socket.socket:
         return sock
 
 
-def run_worker(address: tuple[str, int], secret: bytes, *, wait_s: float = 30.0, max_frame_bytes: int) -> None:
-    """Work for the coordinator at `address` until it says the job is over."""
+def run_worker(address: tuple[str, int], secret: bytes, *, wait_s: float = 30.0, max_frame_bytes: int,
+               tls_ca: str | None = None) -> None:
+    """Work for the coordinator at `address` until it says the job is over.
+
+    With `tls_ca` (a PEM file) the connection is TLS, and the coordinator's
+    certificate must verify against it for the host name or IP in `address`."""
+    context = client_context(tls_ca) if tls_ca else None  # a bad CA file is a usage error: check before dialling
     channel = SyncChannel(connect(address, wait_s), max_frame_bytes)
     try:
-        channel.authenticate(secret)
+        _open_channel(channel, address, secret, context, tls_ca)
         channel.send(Hello(__version__, PYTHON_VERSION, socket.gethostname(), os.getpid()))
         welcome = channel.recv()
         if isinstance(welcome, Refused):
@@ -97,6 +105,47 @@ def run_worker(address: tuple[str, int], secret: bytes, *, wait_s: float = 30.0,
             stop.set()
     finally:
         channel.close()
+
+
+def _open_channel(channel: SyncChannel, address: tuple[str, int], secret: bytes, context: ssl.SSLContext | None,
+                  tls_ca: str | None) -> None:
+    """Start TLS (with `context`), then authenticate; both bounded in time, so a mismatch is an error, not a hang.
+
+    A plain worker and a TLS coordinator each wait for the other to speak first
+    (the greeting, the ClientHello) until the coordinator drops the peer after
+    HANDSHAKE_TIMEOUT_S; the timeout here is longer, so that drop is what we see."""
+    where = f"{address[0]}:{address[1]}"
+    channel.settimeout(HANDSHAKE_TIMEOUT_S * 2)
+    if context is not None:
+        _start_tls(channel, context, address, tls_ca)
+    try:
+        channel.authenticate(secret)
+    except ConnectionLost as e:
+        if context is not None:
+            raise
+        raise ConnectionLost(f"the coordinator at {where} closed the connection before its greeting "
+                             f"({e.message}); if it uses TLS (tls.enabled), connect with --tls-ca",
+                             "pass --tls-ca with the CA that signed the coordinator's tls.cert") from None
+    channel.settimeout(None)
+
+
+def _start_tls(channel: SyncChannel, context: ssl.SSLContext, address: tuple[str, int], tls_ca: str | None) -> None:
+    """Run the TLS handshake, verifying the coordinator's certificate; UsageError if it fails."""
+    where = f"{address[0]}:{address[1]}"
+    try:
+        channel.start_tls(context, server_hostname=address[0])
+    except ssl.SSLCertVerificationError as e:
+        raise UsageError(f"TLS: the certificate of the coordinator at {where} does not verify against "
+                         f"--tls-ca {tls_ca}: certificate verify failed ({e.verify_message})",
+                         "pass the CA that signed the coordinator's tls.cert; the certificate must name the "
+                         "address you dial (an IP address needs an IP subjectAltName)") from None
+    except ssl.SSLError as e:
+        raise UsageError(f"TLS handshake with the coordinator at {where} failed: {e.reason or e}; "
+                         "does it run without TLS?",
+                         "connect without --tls-ca, or turn TLS on at the coordinator (tls.enabled: true)") from None
+    except OSError as e:
+        raise UsageError(f"TLS handshake with the coordinator at {where} failed: {e.strerror or e}",
+                         "check that the coordinator runs with TLS (tls.enabled: true) and is still up") from None
 
 
 def _start_heartbeats(channel: SyncChannel, every_s: float) -> threading.Event:

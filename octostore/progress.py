@@ -19,7 +19,15 @@ from typing import IO, Protocol
 class Progress(Protocol):
     def start_phase(self, name: str, total: int) -> None: ...
     def advance(self, tasks: int = 1, records: int = 0, bytes_moved: int = 0) -> None: ...
+    def set_workers(self, by_host: dict[str, int]) -> None: ...
     def close(self) -> None: ...
+
+
+def workers_text(by_host: dict[str, int]) -> str:
+    """Connected workers by host, e.g. "3 workers: node1 x2, node2 x1"."""
+    total = sum(by_host.values())
+    hosts = ", ".join(f"{host} x{count}" for host, count in sorted(by_host.items()))
+    return f"{total} worker{'' if total == 1 else 's'}" + (f": {hosts}" if hosts else "")
 
 
 def make_progress(mode: str, every_s: float, stream: IO[str] | None = None) -> Progress:
@@ -37,6 +45,9 @@ class NullProgress:
         pass
 
     def advance(self, tasks: int = 1, records: int = 0, bytes_moved: int = 0) -> None:
+        pass
+
+    def set_workers(self, by_host: dict[str, int]) -> None:
         pass
 
     def close(self) -> None:
@@ -66,6 +77,7 @@ class LineProgress:
         self.stream, self.every_s = stream, every_s
         self._counts: _Counts | None = None
         self._last = 0.0
+        self._workers = ""
 
     def start_phase(self, name: str, total: int) -> None:
         self._counts = _Counts(name, total)
@@ -79,7 +91,11 @@ class LineProgress:
         now = time.monotonic()
         if c.tasks >= c.total or now - self._last >= self.every_s:
             self._last = now
-            print(f"octo: {c.line()}", file=self.stream, flush=True)
+            workers = f"; {self._workers}" if self._workers else ""
+            print(f"octo: {c.line()}{workers}", file=self.stream, flush=True)
+
+    def set_workers(self, by_host: dict[str, int]) -> None:
+        self._workers = workers_text(by_host)
 
     def close(self) -> None:
         self._counts = None
@@ -103,10 +119,11 @@ class BarProgress:
         self._progress.start()
         self._task: int | None = None
         self._counts: _Counts | None = None
+        self._workers = ""
 
     def start_phase(self, name: str, total: int) -> None:
         self._counts = _Counts(name, total)
-        self._task = self._progress.add_task(name, total=total, detail="")
+        self._task = self._progress.add_task(name, total=total, detail=self._workers)
 
     def advance(self, tasks: int = 1, records: int = 0, bytes_moved: int = 0) -> None:
         c = self._counts
@@ -114,8 +131,12 @@ class BarProgress:
             return
         c.tasks, c.records, c.bytes = c.tasks + tasks, c.records + records, c.bytes + bytes_moved
         elapsed = max(time.monotonic() - c.started, 1e-6)
-        detail = f"{_count(c.records)} rec  {_bytes(c.bytes)}  {_bytes(c.bytes / elapsed)}/s"
+        detail = f"{_count(c.records)} rec  {_bytes(c.bytes)}  {_bytes(c.bytes / elapsed)}/s  {self._workers}"
         self._progress.update(self._task, advance=tasks, detail=detail)
+
+    def set_workers(self, by_host: dict[str, int]) -> None:
+        self._workers = workers_text(by_host)
+        self.advance(0)
 
     def close(self) -> None:
         self._progress.stop()

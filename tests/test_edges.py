@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -87,3 +88,11 @@ def test_a_worker_on_another_python_is_refused_with_the_reason(home: Path) -> No
         assert server.finish()[0] == 0
     finally:
         server.kill()
+
+
+def test_progress_lines_show_the_workers_by_host(home: Path) -> None:
+    result = octo(home, "submit", str(JOBS / "combiner.py"), "--workers", "2", "--progress", "lines")
+    assert result.returncode == 0, result.stderr
+    host = os.uname().nodename
+    phase_ends = [line for line in result.stderr.splitlines() if line.startswith("octo: map: ")]
+    assert phase_ends and phase_ends[-1].endswith(f"; 2 workers: {host} x2"), result.stderr

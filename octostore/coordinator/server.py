@@ -46,6 +46,7 @@ import socket
 import ssl
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -315,6 +316,7 @@ class CoordinatorServer:
         self._workers.add(worker)
         self.totals.workers_seen += 1
         log.info("worker %s joined (octostore %s); %d connected", worker.name, hello.version, len(self._workers))
+        self._show_workers()
         try:
             settings = {"partitions": self.partitions, "block_bytes": self.config.block_bytes,
                         "zstd_level": self.config.zstd_level, "map_buffer_bytes": self.config.map_buffer_bytes,
@@ -337,8 +339,13 @@ class CoordinatorServer:
         finally:
             self._lose(worker)
 
+    def _show_workers(self) -> None:
+        """Workers by host, on the progress bar or lines."""
+        self.progress.set_workers(dict(Counter(w.name.rpartition(":")[0] for w in self._workers)))
+
     def _lose(self, worker: WorkerConn) -> None:
         self._workers.discard(worker)
+        self._show_workers()
         if worker in self._idle:
             self._idle.remove(worker)
         self.totals.bytes_in += worker.channel.bytes_in

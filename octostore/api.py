@@ -6,6 +6,8 @@ CLI only parses arguments, calls one of these and prints.
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import os
 import signal
 import socket
@@ -29,9 +31,11 @@ from .protocol.tls import server_context
 from .stores.results import iter_results
 from .stores.lock import is_locked, read_holder
 from .stores.segments import SegmentStore
-from .errors import StoreError, UsageError
+from .errors import JobFailed, StoreError, UsageError
 from .stores.state import JobState, StateStore
 from .worker.main import run_worker
+
+log = logging.getLogger(__name__)
 
 
 def submit(job_path: Path, config: Config, *, job_id: str | None = None,
@@ -102,10 +106,13 @@ def ssh_launch(hosts_file: Path, coordinator: tuple[str, int], secret_file: Path
         started = workers.start_all()
         if started == 0:
             raise UsageError(f"{hosts_file}: no worker could start on any host (see the warnings above)")
-        running = started
-        while running:
+        statuses: list[int] = []
+        while len(statuses) < started:
             time.sleep(0.5)
-            running -= len(workers.reap())
+            statuses += [code for _, code in workers.reap()]
+        if all(code != 0 for code in statuses):
+            raise JobFailed(f"all {started} ssh workers failed (exit statuses {sorted(set(statuses))}); "
+                            "see their messages above")
         return started
     finally:
         workers.stop()
@@ -162,6 +169,22 @@ def _check_tls_files(config: Config) -> None:
         server_context(str(config.tls_cert), str(config.tls_key))
 
 
+def _warn_if_unreachable(hosts: list[Host], dial: tuple[str, int]) -> None:
+    """SSH workers on other machines cannot reach a coordinator that listens on loopback."""
+    if _is_loopback(dial[0]):
+        far = [h.label for h in hosts if not _is_loopback(h.host)]
+        if far:
+            log.warning("ssh workers on %s will dial %s:%d, which is their own machine; set coordinator.bind "
+                        "to an address they can reach", ", ".join(far), *dial)
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 def _launcher(config: Config, secret: bytes) -> Launch | None:
     """Start the local workers and the SSH hosts' workers once the coordinator listens."""
     workers, hosts = config.resolved_workers(), _hosts(config)
@@ -173,8 +196,9 @@ def _launcher(config: Config, secret: bytes) -> Launch | None:
         if workers:
             group.add(start_local_workers(workers, address, secret, config.resolved_tls_ca()))
         if hosts:
-            remote = SshWorkers(hosts, advertised_address(config.bind, address[1]), secret, _ssh_options(config),
-                                config.resolved_tls_ca())
+            dial = advertised_address(config.bind, address[1])
+            _warn_if_unreachable(hosts, dial)
+            remote = SshWorkers(hosts, dial, secret, _ssh_options(config), config.resolved_tls_ca())
             group.add(remote)
             if remote.start_all() == 0 and not workers:
                 group.stop()

@@ -19,6 +19,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+pytest_plugins = ["tests.sshd"]  # the real-sshd fixtures (sshd, sshd_module) for every test module
+
 ROOT = Path(__file__).resolve().parent.parent
 JOBS = Path(__file__).resolve().parent / "jobs"
 

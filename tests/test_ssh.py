@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -12,7 +13,7 @@ import psutil
 
 from . import oracle
 from .conftest import JOBS, Running, make_cert, octo, start_octo, start_server
-from .sshd import HOSTS, Sshd, sshd  # noqa: F401  (the fixture)
+from .sshd import HOSTS, Sshd
 
 CANARY = JOBS / "canary.py"
 SLOW = dict(OCTO_TEST_PAUSE_S="0.01")
@@ -194,3 +195,34 @@ def test_ssh_launch_with_tls_ca(home: Path, tmp_path: Path, sshd: Sshd) -> None:
         assert "refused" not in err
     finally:
         server.kill()
+
+
+def test_ssh_launch_fails_when_every_worker_fails(home: Path, tmp_path: Path, sshd: Sshd) -> None:
+    """Every worker gets the wrong secret: they all exit non-zero, and so must ssh-launch."""
+    server, port = start_server(home, CANARY, "--bind", "127.0.0.1")
+    known = sshd.write_known_hosts(tmp_path / "known_hosts")
+    wrong = tmp_path / "wrong-secret"
+    wrong.write_bytes(b"w" * 32)
+    wrong.chmod(0o600)
+    try:
+        launched = octo(home, "ssh-launch", str(hosts_file(tmp_path, sshd, hosts=("127.0.0.2",))), "--coordinator",
+                        f"127.0.0.1:{port}", "--secret-file", str(wrong), "--known-hosts", str(known),
+                        "--ssh-config", str(sshd.write_ssh_config(tmp_path / "c", known)))
+        assert launched.returncode == 1, launched.stderr
+        assert "octo: error: all 1 ssh workers failed (exit statuses [1])" in launched.stderr
+    finally:
+        server.kill()
+
+
+def test_a_loopback_coordinator_warns_about_far_ssh_hosts(home: Path, tmp_path: Path) -> None:
+    """Hosts named other than loopback cannot be assumed to reach 127.0.0.1: say so.  The host is this
+    machine under its own name, on a port where nothing listens, so no traffic leaves the machine."""
+    name = socket.gethostname()
+    hosts = tmp_path / "hosts.txt"
+    hosts.write_text(f"{name}:1 python={sys.executable}\n")
+    config = tmp_path / "cluster.yaml"
+    config.write_text("workers: 1\ncoordinator: {bind: 127.0.0.1, port: 0}\nssh:\n  hosts_file: hosts.txt\n")
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    result = octo(home, "submit", str(JOBS / "combiner.py"), "--config", str(config), "--known-hosts", str(empty))
+    assert f"ssh workers on {name}:1 will dial 127.0.0.1:" in result.stderr, result.stderr

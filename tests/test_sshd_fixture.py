@@ -15,7 +15,7 @@ import paramiko
 import psutil
 import pytest
 
-from .sshd import HOSTS, Sshd, generate_key, pub_path, sshd, sshd_module  # noqa: F401  (fixtures)
+from .sshd import HOSTS, Sshd, generate_key, pub_path
 
 
 def client_with(known_hosts: Path) -> paramiko.SSHClient:

@@ -144,8 +144,10 @@ class CoordinatorServer:
         self.job, self.job_id, self.config, self.paths = job, job_id, config, paths
         self.state, self.secret, self.epoch = state, secret, epoch
         self.partitions, self.progress = partitions, progress
-        done = [(kind, t) for kind in (MAP, REDUCE) for t, r in state.tasks(kind) if r.state is TaskState.DONE]
-        self.scheduler = Scheduler(map_tasks, partitions, done=done, backup_tasks=config.backup_tasks)
+        records = [((kind, t), r) for kind in (MAP, REDUCE) for t, r in state.tasks(kind)]
+        done = [task for task, r in records if r.state is TaskState.DONE]
+        failed = {task: r.failures for task, r in records if r.failures}  # "attempt N of M" goes on after a resume
+        self.scheduler = Scheduler(map_tasks, partitions, done=done, attempts=failed, backup_tasks=config.backup_tasks)
         self.pool: WorkerPool | None = None
         self._respawns_left = MAX_RESPAWNS_PER_WORKER * config.resolved_workers()
         self._lost_local: dict[int, Assignment] = {}  # pid -> the attempt a lost local worker ran

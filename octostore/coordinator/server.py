@@ -373,7 +373,7 @@ class CoordinatorServer:
             self._expire_leases(time.monotonic())
             self._reap_local_workers()
             self._warn_if_no_workers(time.monotonic())
-            write_live_status(self.paths.live_status, self._live_status())
+            write_live_status(self.paths.live_status, self.live_status())
 
     def _expire_leases(self, now: float) -> None:
         for worker in list(self._workers):
@@ -414,7 +414,7 @@ class CoordinatorServer:
             log.warning("no workers connected for %.0f s; start some with `octo client HOST:PORT`",
                         NO_WORKERS_WARN_S)
 
-    def _live_status(self) -> dict[str, Any]:
+    def live_status(self) -> dict[str, Any]:
         running = {id(w): f"{a.kind} {a.task} attempt {a.attempt}" for a, w in self.scheduler.running()}
         return {"pid": os.getpid(), "host": socket.gethostname(), "updated_at": time.time(),
                 "phase": self.scheduler.phase.value,

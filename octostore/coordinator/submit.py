@@ -46,7 +46,7 @@ from ..stores.results import iter_results
 from ..stores.segments import SegmentStore
 from ..stores.state import JobState, StateStore, TaskState
 from .resume import collect_garbage, open_state, raise_epoch
-from .server import CoordinatorServer, JobCancelled, Totals, WorkerPool
+from .server import CoordinatorServer, JobCancelled, Totals, WorkerPool, write_live_status
 
 log = logging.getLogger(__name__)
 
@@ -142,13 +142,14 @@ def _run_job(job: Job, job_id: str, config: Config, paths: JobPaths, state: Stat
         state.set_meta(state=JobState.FAILED.value, error=str(e), finished_at=time.time())
         raise
     except JobCancelled:
-        state.set_meta(state=JobState.CANCELLED.value)
+        state.set_meta(state=JobState.CANCELLED.value, finished_at=time.time())
         raise
     except DiskFull as e:  # the state store may be on that disk too: write nothing more
         e.hint = f"free some space there, then continue with: octo resume {job_id}"
         raise
     finally:
         state.close()
+        paths.live_status.unlink(missing_ok=True)
         lock.release()
     shutil.rmtree(paths.spill, ignore_errors=True)
     if config.shuffle_mode == "paths" and config.shared_root:
@@ -235,7 +236,8 @@ def _serve(job: Job, job_id: str, config: Config, paths: JobPaths, state: StateS
         for workers in launched:
             workers.stop()
         server.close_stores()
-        paths.live_status.unlink(missing_ok=True)
+        # final() runs next, in this process: say so to `octo status` (removed when the job ends)
+        write_live_status(paths.live_status, {**server.live_status(), "phase": "final", "workers": []})
     return server.totals
 
 

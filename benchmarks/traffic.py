@@ -25,25 +25,7 @@ sys.path.insert(0, str(ROOT))
 from octostore.home import job_paths  # noqa: E402
 from octostore.stores.state import StateStore  # noqa: E402
 
-JOB = '''import os
-import octostore
-
-source = octostore.files(os.path.join(os.environ["OCTO_BENCH_CORPUS"], "*.txt"))
-
-
-def mapfn(key, value):
-    for line in value.splitlines():
-        for word in line.split():
-            yield word.lower(), 1
-
-
-def reducefn(key, value):
-    return key, len(value)
-
-
-def final(key, value):
-    print(key, value)
-'''
+JOB = ROOT / "benchmarks" / "jobs" / "files_wordcount.py"
 
 
 def wire_bytes(home: Path, job_id: str) -> tuple[int, int]:
@@ -65,8 +47,6 @@ def main() -> None:
     input_bytes = sum(p.stat().st_size for p in data.glob("*.txt"))
     with tempfile.TemporaryDirectory(prefix="octo-traffic-") as tmp:
         work = Path(tmp)
-        job = work / "wordcount_files.py"
-        job.write_text(JOB)
         (work / "shared").mkdir()
         env = {**os.environ, "OCTO_HOME": str(work / "home"), "OCTO_BENCH_CORPUS": str(data),
                "PYTHONPATH": str(ROOT)}
@@ -75,7 +55,7 @@ def main() -> None:
               f"{args.workers} workers")
         for mode in ("payload", "paths"):
             out = work / f"{mode}.out"
-            wall, _ = run_octo(job, "--workers", str(args.workers), "--job-id", mode, "--progress", "off",
+            wall, _ = run_octo(JOB, "--workers", str(args.workers), "--job-id", mode, "--progress", "off",
                                "--shuffle-mode", mode, "--shared-root", str(work / "shared"), env=env, stdout_path=out)
             received, sent = wire_bytes(work / "home", mode)
             outputs.append(out.read_bytes())

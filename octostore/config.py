@@ -172,6 +172,22 @@ def _check_positive(name: str, value: int | None, allow_zero: bool = False) -> N
         raise ConfigError(f"{name} must be an integer >= {least}, not {value!r}")
 
 
+def read_user_file(path: Path, kind: str, not_found_hint: str) -> str:
+    """The UTF-8 text of a file the user named (a config file, a hosts file), or a
+    ConfigError naming the path and saying what is wrong with it."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: {kind} not found", not_found_hint) from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a {kind}", f"name the {kind} itself") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: {kind} is not UTF-8 text ({e.reason} at byte {e.start})",
+                          "save it as plain UTF-8 text") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read {kind}: {e.strerror}") from None
+
+
 def parse_address(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
     """Parse HOST, HOST:PORT or [IPv6]:PORT into (host, port)."""
     host, port_text = text, ""

@@ -46,6 +46,7 @@ from typing import Any, cast
 
 import yaml
 
+from .config import read_user_file
 from .errors import ConfigError
 from .launch.hosts import (DEFAULT_PYTHON, DEFAULT_SLOTS, Host, host_entries, parse_host_line, read_host_text,
                            unique_hosts)
@@ -519,14 +520,4 @@ def _yaml_error(path: Path, e: yaml.MarkedYAMLError) -> ConfigError:
 
 
 def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found", "check the path of the config file") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a folder, not a config file", "name the YAML file itself") from None
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: config file is not UTF-8 text ({e.reason} at byte {e.start})",
-                          "save it as plain UTF-8 text") from None
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read config file: {e.strerror}") from None
+    return read_user_file(path, "config file", "check the path of the config file")

@@ -34,6 +34,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..config import read_user_file
 from ..errors import ConfigError
 
 DEFAULT_SSH_PORT = 22
@@ -220,18 +221,7 @@ def parse_hosts(text: str, source: str, *, slots: int = DEFAULT_SLOTS, python: s
 
 def read_host_text(path: Path) -> str:
     """Return a hosts file's text; ConfigError naming the path if it cannot be read."""
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: hosts file not found",
-                          "check the path; a hosts file has one host per line") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a folder, not a hosts file", "name the hosts file itself") from None
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: hosts file is not UTF-8 text ({e.reason} at byte {e.start})",
-                          "save it as plain UTF-8 text") from None
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read hosts file: {e.strerror}") from None
+    return read_user_file(path, "hosts file", "check the path; a hosts file has one host per line")
 
 
 def read_hosts(path: Path, *, slots: int = DEFAULT_SLOTS, python: str = DEFAULT_PYTHON) -> list[Host]:

@@ -37,12 +37,8 @@ HMAC handshake then runs inside TLS, unchanged.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
 import pickle
-import signal
-import socket
 import ssl
 import sys
 import time
@@ -50,8 +46,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import zstandard
 
@@ -75,36 +70,13 @@ from ..protocol.tls import server_context
 from ..stores.mapfiles import check_map_file, is_file_entry, job_dir, map_file, remove_attempt
 from ..stores.segments import SegmentStore
 from ..stores.state import JobState, StateStore, TaskState
+from .liveness import MAX_RESPAWNS_PER_WORKER, Liveness, Totals, WorkerConn, WorkerPool
 from .scheduler import Assignment, Phase, Scheduler
 
 log = logging.getLogger(__name__)
 
 INPUT_BATCH_BYTES = 4 * 1024 * 1024
 """Source values per Input message (estimated before pickling)."""
-
-
-@dataclass(eq=False)
-class WorkerConn:
-    """One connected, authenticated worker."""
-
-    name: str
-    pid: int
-    channel: AsyncChannel
-    last_seen: float  # time.monotonic() of its last message: the lease runs from here
-    assignment: Assignment | None = None
-
-
-@dataclass
-class Totals:
-    """What the job moved, for progress and the final report."""
-
-    records_in: int = 0
-    pairs_out: int = 0
-    worker_peak_rss_bytes: int = 0
-    workers_seen: int = 0
-    refused_peers: int = 0
-    bytes_in: int = 0
-    bytes_out: int = 0
 
 
 @dataclass
@@ -120,23 +92,7 @@ class JobCancelled(OctoError):
     """Raised by the coordinator when `octo cancel` (SIGTERM) stopped the job; it can be resumed."""
 
 
-class WorkerPool(Protocol):
-    """Local worker processes the coordinator started (launch/local.py), seen from here."""
-
-    def reap(self) -> list[tuple[int, int]]:
-        """(pid, returncode) of workers that exited since the last call."""
-        ...
-
-    def start(self, count: int) -> None:
-        """Start `count` more workers."""
-        ...
-
-
-MAX_RESPAWNS_PER_WORKER = 10
-"""Local workers restarted per original worker before the coordinator stops replacing them."""
-
-
-class CoordinatorServer:
+class CoordinatorServer(Liveness):
     """Runs one job's map and reduce phases over TCP; returns when the job is done or failed."""
 
     def __init__(self, job: Job, job_id: str, config: Config, paths: JobPaths, state: StateStore,
@@ -148,9 +104,12 @@ class CoordinatorServer:
         done = [task for task, r in records if r.state is TaskState.DONE]
         failed = {task: r.failures for task, r in records if r.failures}  # "attempt N of M" goes on after a resume
         self.scheduler = Scheduler(map_tasks, partitions, done=done, attempts=failed, backup_tasks=config.backup_tasks)
+        # liveness (liveness.py)
         self.pool: WorkerPool | None = None
         self._respawns_left = MAX_RESPAWNS_PER_WORKER * config.resolved_workers()
         self._lost_local: dict[int, Assignment] = {}  # pid -> the attempt a lost local worker ran
+        self._last_worker_seen = time.monotonic()
+        # this module's
         self._cancelled = False
         self._disk_full: DiskFull | None = None
         self._closing = False
@@ -158,7 +117,6 @@ class CoordinatorServer:
         self._tls: ssl.SSLContext | None = None
         if config.tls:  # ConfigError now, before anything listens, if the files do not load
             self._tls = server_context(str(config.tls_cert), str(config.tls_key))
-        self._last_worker_seen = time.monotonic()
         self.spill = [SegmentStore(paths.partition_spill(p), config.map_size_bytes) for p in range(partitions)]
         self.results = SegmentStore(paths.results, config.map_size_bytes)
         self.totals = Totals()
@@ -360,67 +318,6 @@ class CoordinatorServer:
             log.info("%s task %d attempt %d: its worker %s was lost; the task runs again", lost.kind, lost.task,
                      lost.attempt, worker.name)
         self._dispatch_idle()
-
-    # -- liveness: leases, local workers, the live status file ----------------------------
-
-    async def _on_heartbeat(self, worker: WorkerConn, _: Heartbeat) -> None:
-        pass  # receiving it renewed the lease (last_seen)
-
-    async def _tick_forever(self) -> None:
-        every_s = min(1.0, self.config.lease_s / 4)
-        while True:
-            await asyncio.sleep(every_s)
-            self._expire_leases(time.monotonic())
-            self._reap_local_workers()
-            self._warn_if_no_workers(time.monotonic())
-            write_live_status(self.paths.live_status, self.live_status())
-
-    def _expire_leases(self, now: float) -> None:
-        for worker in list(self._workers):
-            if now - worker.last_seen > self.config.lease_s:
-                log.warning("worker %s lost: silent for %.1f s (lease %.1f s)", worker.name,
-                            now - worker.last_seen, self.config.lease_s)
-                worker.channel.close()  # its reader sees the connection end and calls _lose
-                worker.last_seen = float("inf")  # warn once
-
-    def _reap_local_workers(self) -> None:
-        if self.pool is None:
-            return
-        for pid, code in self.pool.reap():
-            lost = self._lost_local.pop(pid, None)
-            if code != 0 and lost is not None:
-                self._count_crash(pid, code, lost)
-            if not self.scheduler.is_finished and not self._cancelled and self._respawns_left > 0:
-                self._respawns_left -= 1
-                log.info("local worker %d exited (%s); starting a replacement", pid, _exit_text(code))
-                self.pool.start(1)
-
-    def _count_crash(self, pid: int, code: int, lost: Assignment) -> None:
-        """A local worker died while running user code: that attempt failed (and counts)."""
-        message = (f"worker process {pid} died ({_exit_text(code)}) while running {lost.kind} task {lost.task} "
-                   f"(attempt {lost.attempt} of {self.config.max_attempts})")
-        log.warning("%s", message)
-        if self.scheduler.is_finished:
-            return  # the task was redone and committed meanwhile; nothing left to count
-        record = self.state.record_failure(lost.kind, lost.task, message, self.config.max_attempts)
-        if record.state is TaskState.FAILED:
-            self._fail(message)
-
-    def _warn_if_no_workers(self, now: float) -> None:
-        if self._workers:
-            self._last_worker_seen = now
-        elif now - self._last_worker_seen > NO_WORKERS_WARN_S:
-            self._last_worker_seen = now
-            log.warning("no workers connected for %.0f s; start some with `octo client HOST:PORT`",
-                        NO_WORKERS_WARN_S)
-
-    def live_status(self) -> dict[str, Any]:
-        running = {id(w): f"{a.kind} {a.task} attempt {a.attempt}" for a, w in self.scheduler.running()}
-        return {"pid": os.getpid(), "host": socket.gethostname(), "updated_at": time.time(),
-                "phase": self.scheduler.phase.value,
-                "workers": [{"name": w.name, "task": running.get(id(w))} for w in self._workers],
-                "bytes_in": self.totals.bytes_in + sum(w.channel.bytes_in for w in self._workers),
-                "bytes_out": self.totals.bytes_out + sum(w.channel.bytes_out for w in self._workers)}
 
     # -- handing out work -----------------------------------------------------------------
 
@@ -650,30 +547,6 @@ def _task_output(kind: str, attempt: _Attempt) -> list[Any]:
         return [[partition, {"file": path, "blocks": ranges}] for partition, ranges in index]
     by_run = sorted(attempt.runs.items(), key=lambda item: (item[0][1], item[0][0]))
     return [[partition, segments] for (partition, _run), segments in by_run]
-
-
-NO_WORKERS_WARN_S = 30.0
-"""How long the coordinator waits with no worker before it says so (server mode)."""
-
-
-def write_live_status(path: Path, status: dict[str, Any]) -> None:
-    """Replace the job's status.json (for `octo status`) atomically: temp file, then rename.
-    Best effort: a full disk must not stop the job for the sake of a status file."""
-    tmp = path.with_suffix(".tmp")
-    try:
-        tmp.write_text(json.dumps(status))
-        os.replace(tmp, path)
-    except OSError as e:
-        log.debug("cannot write %s: %s", path, e)
-
-
-def _exit_text(code: int) -> str:
-    if code < 0:
-        try:
-            return f"signal {signal.Signals(-code).name}"
-        except ValueError:
-            return f"signal {-code}"
-    return f"exit code {code}"
 
 
 def _version_mismatch(hello: Hello) -> str | None:

@@ -46,7 +46,8 @@ from ..stores.results import iter_results
 from ..stores.segments import SegmentStore
 from ..stores.state import JobState, StateStore, TaskState
 from .resume import collect_garbage, open_state, raise_epoch
-from .server import CoordinatorServer, JobCancelled, Totals, WorkerPool, write_live_status
+from .liveness import Totals, WorkerPool, write_live_status
+from .server import CoordinatorServer, JobCancelled
 
 log = logging.getLogger(__name__)
 

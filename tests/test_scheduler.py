@@ -79,6 +79,7 @@ def test_scheduler_invariant_holds_under_random_events() -> None:
     s = Scheduler(30, 7)
     workers = [object() for _ in range(4)]
     running: list[tuple[Assignment, object]] = []
+    committing: list[Assignment] = []
     for _ in range(2000):
         if s.is_finished:
             break
@@ -88,10 +89,14 @@ def test_scheduler_invariant_holds_under_random_events() -> None:
             a = s.assign(w)
             if a:
                 running.append((a, w))
-        elif event < 0.75 and running:
+        elif event < 0.6 and running:
             a, w = running.pop(rng.randrange(len(running)))
             if s.is_current(a.kind, a.task, a.attempt):
-                s.task_done(a.kind, a.task, a.attempt)
+                s.finished(a.kind, a.task, a.attempt)  # its durable commit begins
+                committing.append(a)
+        elif event < 0.75 and committing:
+            a = committing.pop(rng.randrange(len(committing)))
+            s.task_done(a.kind, a.task, a.attempt)
         elif event < 0.9 and running:
             a, w = running.pop(rng.randrange(len(running)))
             s.task_failed(a.kind, a.task, a.attempt, retry=True, reason="x")
@@ -145,4 +150,21 @@ def test_a_failed_backup_leaves_the_original_running() -> None:
     s.task_failed(MAP, backup.task, backup.attempt, retry=True, reason="boom")
     assert s.is_current(MAP, straggler.task, straggler.attempt)
     assert s.assign(workers[1], now=5.0) == Assignment(MAP, straggler.task, backup.attempt + 1, is_backup=True)
+    s._check()
+
+
+def test_a_committing_task_is_not_requeued_when_its_worker_is_lost() -> None:
+    s = Scheduler(2, 1)
+    w = object()
+    a = s.assign(w)
+    assert a is not None
+    assert s.finished(a.kind, a.task, a.attempt) == []
+    assert s.worker_lost(w) == [] and not s.is_current(a.kind, a.task, a.attempt)
+    b = s.assign(w)
+    assert b is not None and b.task != a.task and s.assign(w) is None  # no backup of a committing task
+    s.task_done(a.kind, a.task, a.attempt)
+    s.finished(b.kind, b.task, b.attempt)
+    assert s.phase is Phase.MAP  # b's commit is not durable yet
+    s.task_done(b.kind, b.task, b.attempt)
+    assert s.phase is Phase.REDUCE
     s._check()

@@ -16,8 +16,14 @@ tasks, an idle worker gets a second attempt of it (the longest-running such
 task first).  A task may then have two current attempts; the first to commit
 wins and the other's result is refused (``is_current`` turns False).
 
-Invariant: a task is in at most one of ``_pending``, ``_running`` and
-``_done``, and every entry of ``_running`` has at least one attempt;
+A finished attempt is first *committing* (``finished``: its output is on its
+way to the state store, group-committed off the event loop, see commits.py)
+and only then done (``task_done``, after the durable commit).  A committing
+task belongs to no worker: losing the worker that ran it does not requeue it,
+and it is never given a backup attempt.
+
+Invariant: a task is in at most one of ``_pending``, ``_running``,
+``_committing`` and ``_done``, and every entry of ``_running`` has at least one attempt;
 ``_check`` asserts it after every event in tests
 (``test_scheduler_invariant_holds_under_random_events``).
 """
@@ -70,6 +76,7 @@ class Scheduler:
             self._done_counts[kind] += 1
         self._attempts: dict[TaskId, int] = dict(attempts or {})  # last attempt number handed out
         self._running: dict[TaskId, dict[int, object]] = {}  # task -> {current attempt: worker}
+        self._committing: set[TaskId] = set()  # finished, durable commit in progress
         self._started: dict[TaskId, float] = {}  # when the task's first running attempt started
         self._durations: dict[str, list[float]] = {MAP: [], REDUCE: []}
         self._pending: deque[TaskId] = deque()
@@ -115,11 +122,20 @@ class Scheduler:
         """The worker running (task, attempt) if it is current, else None."""
         return self._running.get((kind, task), {}).get(attempt)
 
+    def finished(self, kind: str, task: int, attempt: int) -> list[int]:
+        """Record that a current attempt finished and its commit began; return the task's other
+        attempts, which are stale from now on (their output is to be discarded)."""
+        task_id = (kind, task)
+        others = [a for a in self._running.pop(task_id, {}) if a != attempt]
+        self._committing.add(task_id)
+        return others
+
     def task_done(self, kind: str, task: int, attempt: int, now: float = 0.0) -> None:
         """Record a committed attempt (call after the durable commit); may advance the phase.
         Any other attempt of the task becomes stale."""
         task_id = (kind, task)
         self._running.pop(task_id, None)
+        self._committing.discard(task_id)
         if task_id in self._started:
             self._durations[kind].append(now - self._started.pop(task_id))
         if task_id not in self._done:
@@ -185,6 +201,7 @@ class Scheduler:
                 self._enter(Phase.REDUCE if phase is Phase.MAP else Phase.DONE)
 
     def _check(self) -> None:
-        pending, running = set(self._pending), set(self._running)
+        pending, running, committing = set(self._pending), set(self._running), self._committing
         assert not (pending & running) and not (pending & self._done) and not (running & self._done)
+        assert not (committing & (pending | running | self._done))
         assert all(self._running.values())

@@ -15,10 +15,12 @@ Commit order for a finished attempt (a crash between any two steps is safe):
 
 1. spill/results store: the attempt's segments, appended as they arrived
    -> crash: segments no DONE task references; resume (#4) collects them
-2. state store: the task DONE with its segment list, synced
+2. state store: the task DONE with its segment list, synced, in a group
+   commit off the event loop (commits.py); meanwhile the worker already has
+   its next task, since it keeps nothing of the last one
    -> the commit point; a second commit of the task is refused (returns False)
-3. the next task (or Shutdown) sent to the worker is the ack
-   -> lost ack: the task is already DONE; nothing is redone or counted twice
+3. the scheduler learns the task is done: only now can the phase advance
+   -> crash before: the task is DONE on disk; resume does not redo it
 
 In shuffle mode 'paths' step 1 is the worker's: it writes, fsyncs and renames
 one map file per attempt on the shared filesystem (stores/mapfiles.py) and
@@ -50,7 +52,7 @@ from typing import Any
 
 import zstandard
 
-from .. import __version__, failpoints
+from .. import __version__
 from ..config import Config
 from ..errors import (
     AuthenticationError, ConfigError, ConnectionLost, DiskFull, JobFailed, OctoError, ProtocolError, StoreError,
@@ -61,6 +63,7 @@ from ..home import JobPaths
 from ..job import Job, format_user_traceback, pack_functions
 from ..progress import Progress
 from ..protocol.channel import AsyncChannel
+from ..protocol.frames import SMALL_FRAME_BYTES
 from ..protocol.handshake import HANDSHAKE_TIMEOUT_S
 from ..protocol.messages import (
     MAP, PYTHON_VERSION, REDUCE, Heartbeat, Hello, Input, InputEnd, MapFile, MapPaths, MapTask, Ready, ReduceTask,
@@ -70,6 +73,7 @@ from ..protocol.tls import server_context
 from ..stores.mapfiles import check_map_file, is_file_entry, job_dir, map_file, remove_attempt
 from ..stores.segments import SegmentStore
 from ..stores.state import JobState, StateStore, TaskState
+from .commits import GroupCommit
 from .liveness import MAX_RESPAWNS_PER_WORKER, Liveness, Totals, WorkerConn, WorkerPool
 from .scheduler import Assignment, Phase, Scheduler
 
@@ -119,6 +123,7 @@ class CoordinatorServer(Liveness):
             self._tls = server_context(str(config.tls_cert), str(config.tls_key))
         self.spill = [SegmentStore(paths.partition_spill(p), config.map_size_bytes) for p in range(partitions)]
         self.results = SegmentStore(paths.results, config.map_size_bytes)
+        self._commits = GroupCommit(state, self._commit_failed)
         self.totals = Totals()
         self._functions = pack_functions(job.functions)
         root = config.shared_root if config.shuffle_mode == "paths" else None
@@ -166,6 +171,7 @@ class CoordinatorServer(Liveness):
             for worker in list(self._workers):
                 await self._say_goodbye(worker)
             await self._join_tasks()
+            await self._commits.drain()
             await server.wait_closed()
             self._source_pool.shutdown(wait=False, cancel_futures=True)
         if self._disk_full is not None:
@@ -346,12 +352,12 @@ class CoordinatorServer(Liveness):
 
     async def _send_task(self, worker: WorkerConn, a: Assignment) -> None:
         try:
-            if a.kind == MAP:
-                await worker.channel.send(MapTask(a.task, a.attempt, self.epoch))
+            if a.kind == MAP:  # the task's first message waits for its input: one system call for a small task
+                await worker.channel.send(MapTask(a.task, a.attempt, self.epoch), flush=False)
                 await self._send_map_input(worker, a.task)
             else:
                 runs = self._committed_runs(a.task)
-                await worker.channel.send(ReduceTask(a.task, a.attempt, self.epoch, len(runs)))
+                await worker.channel.send(ReduceTask(a.task, a.attempt, self.epoch, len(runs)), flush=False)
                 await self._send_runs(worker, self.spill[a.task], runs)
             await worker.channel.send(InputEnd())
         except (ConnectionLost, OSError):
@@ -367,9 +373,13 @@ class CoordinatorServer(Liveness):
             await worker.channel.send(MapPaths(self.state.manifest_keys(task), source.encoding, source.errors))
             return
         batches = self._input_batches(self.state.manifest_keys(task))
+        if type(self.job.source) is dict:  # a plain dict lookup cannot block: no thread hop per batch
+            for payload in batches:
+                await worker.channel.send(Input(payload), flush=len(payload) > SMALL_FRAME_BYTES)
+            return
         loop = asyncio.get_running_loop()
         while (payload := await loop.run_in_executor(self._source_pool, next, batches, None)) is not None:
-            await worker.channel.send(Input(payload))
+            await worker.channel.send(Input(payload), flush=len(payload) > SMALL_FRAME_BYTES)
 
     def _input_batches(self, keys: list[Any]) -> Iterator[bytes]:
         """Yield zstd(pickle([(key, source[key]), ...])) batches (runs in the source thread)."""
@@ -457,18 +467,26 @@ class CoordinatorServer(Liveness):
         if msg.kind == MAP and self.shared_dir is not None and self._attempts[key].map_file is None:
             raise ProtocolError(f"map task {msg.task} attempt {msg.attempt}: done without reporting its map file")
         attempt = self._attempts.pop(key)
-        output = _task_output(msg.kind, attempt)
-        failpoints.hit(f"before-{msg.kind}-commit")
-        if not self.state.commit_task(msg.kind, msg.task, msg.attempt, output):  # step 2: the commit point
-            self._drop_output(msg.kind, msg.task, msg.attempt, attempt)
-            return
-        log.debug("%s task %d attempt %d: committed", msg.kind, msg.task, msg.attempt)
-        failpoints.hit(f"after-{msg.kind}-commit")
-        self.scheduler.task_done(*key, now=time.monotonic())
-        for other in [k for k in self._attempts if k[:2] == key[:2]]:  # a losing backup attempt
-            self._discard(*other)
-        self._count(msg)
-        self._report_phase()
+        for other in self.scheduler.finished(*key):  # a losing backup attempt
+            self._discard(msg.kind, msg.task, other)
+
+        def committed(done: bool) -> None:  # step 3, once step 2 is on disk
+            log.debug("%s task %d attempt %d: %s", *key, "committed" if done else "refused (already done)")
+            if done:
+                self._count(msg)
+            else:  # the task was already DONE: this attempt's output is not referenced
+                self._drop_output(msg.kind, msg.task, msg.attempt, attempt)
+            self.scheduler.task_done(*key, now=time.monotonic())
+            self._report_phase()
+
+        self._commits.add((msg.kind, msg.task, msg.attempt, _task_output(msg.kind, attempt)), committed)  # step 2
+
+    def _commit_failed(self, error: Exception) -> None:
+        """A group commit could not be made: stop resumably (disk full) or fail the job."""
+        if isinstance(error, DiskFull):
+            self._pause(error)
+        else:
+            self._fail(f"the state store could not commit: {getattr(error, 'message', None) or error!r}")
 
     def _count(self, msg: TaskDone) -> None:
         stats = msg.stats

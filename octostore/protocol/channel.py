@@ -14,7 +14,7 @@ import threading
 from typing import Any
 
 from ..errors import ConnectionLost
-from .frames import Opener, Sealer, read_frame, recv_frame, send_frame, write_frame
+from .frames import Opener, Sealer, frame, read_frame, recv_frame, send_buffers
 from .handshake import COORDINATOR_TO_WORKER, WORKER_TO_COORDINATOR, accept_handshake, connect_handshake
 from .messages import decode_message, encode_message
 from .tls import TlsSocket
@@ -29,6 +29,7 @@ class AsyncChannel:
         self.max_frame_bytes = max_frame_bytes
         self._sealer: Sealer | None = None
         self._opener: Opener | None = None
+        self._corked: list[bytes] = []  # frames held back by send(flush=False)
         self.bytes_in = 0
         self.bytes_out = 0
 
@@ -42,13 +43,20 @@ class AsyncChannel:
         self._sealer = Sealer(key, COORDINATOR_TO_WORKER)
         self._opener = Opener(key, WORKER_TO_COORDINATOR)
 
-    async def send(self, msg: Any) -> None:
-        """Send one message and wait until the transport has room again (backpressure)."""
+    async def send(self, msg: Any, *, flush: bool = True) -> None:
+        """Send one message and wait until the transport has room again (backpressure).
+
+        With flush=False the frame is held back and goes out with the next flushed
+        one, in one system call (a small task's MapTask, Input and InputEnd)."""
         assert self._sealer is not None, "send before authenticate"
         payload = encode_message(msg)
+        self._corked += frame(payload, self._sealer.seal(payload))
+        self.bytes_out += len(payload)
+        if not flush:
+            return
+        buffers, self._corked = self._corked, []
         try:
-            write_frame(self.writer, payload, self._sealer.seal(payload))
-            self.bytes_out += len(payload)
+            self.writer.writelines(buffers)
             await self.writer.drain()
         except (OSError, RuntimeError) as e:  # reset, broken pipe; RuntimeError: transport already closed
             raise ConnectionLost(f"connection error while sending: {e}") from None
@@ -74,6 +82,7 @@ class SyncChannel:
         self._sealer: Sealer | None = None
         self._opener: Opener | None = None
         self._send_lock = threading.Lock()  # the heartbeat thread sends too; frames must not interleave
+        self._corked: list[bytes] = []  # frames held back by send(flush=False)
 
     def start_tls(self, context: ssl.SSLContext, server_hostname: str) -> None:
         """Upgrade to TLS before authenticate(), checking the certificate for `server_hostname`.
@@ -93,12 +102,18 @@ class SyncChannel:
         self._sealer = Sealer(key, WORKER_TO_COORDINATOR)
         self._opener = Opener(key, COORDINATOR_TO_WORKER)
 
-    def send(self, msg: Any) -> None:
-        """Send one message (thread-safe: the MAC's sequence number and the frame go out together)."""
+    def send(self, msg: Any, *, flush: bool = True) -> None:
+        """Send one message (thread-safe: the MAC's sequence number and the frame go out together).
+
+        With flush=False the frame waits for the next flushed send (a TaskDone and the
+        Ready after it go out in one system call)."""
         assert self._sealer is not None, "send before authenticate"
         payload = encode_message(msg)
         with self._send_lock:
-            send_frame(self.sock, payload, self._sealer.seal(payload))
+            self._corked += frame(payload, self._sealer.seal(payload))
+            if flush:
+                buffers, self._corked = self._corked, []
+                send_buffers(self.sock, buffers)
 
     def recv(self) -> Any:
         assert self._opener is not None, "recv before authenticate"

@@ -153,15 +153,24 @@ class StateStore:
     def commit_task(self, kind: str, task: int, attempt: int, output: list[Any]) -> bool:
         """Make `output` the task's result; return False if the task was already DONE.
         Idempotent: a repeated commit of a done task changes nothing."""
+        return self.commit_tasks([(kind, task, attempt, output)])[0]
 
-        def put(txn: lmdb.Transaction) -> bool:
-            key = task_key(kind, task)
-            record = self._record(txn, key)
-            if record.state is TaskState.DONE:
-                return False
-            record.state, record.committed_attempt, record.output = TaskState.DONE, attempt, output
-            txn.put(key, record.pack(), db=self._tasks)
-            return True
+    def commit_tasks(self, commits: list[tuple[str, int, int, list[Any]]]) -> list[bool]:
+        """commit_task for each (kind, task, attempt, output), all in one transaction (one sync):
+        the group commit of coordinator/commits.py."""
+
+        def put(txn: lmdb.Transaction) -> list[bool]:
+            committed = []
+            for kind, task, attempt, output in commits:
+                key = task_key(kind, task)
+                record = self._record(txn, key)
+                if record.state is TaskState.DONE:
+                    committed.append(False)
+                    continue
+                record.state, record.committed_attempt, record.output = TaskState.DONE, attempt, output
+                txn.put(key, record.pack(), db=self._tasks)
+                committed.append(True)
+            return committed
 
         return lmdbenv.write(self.env, put)
 

@@ -235,7 +235,7 @@ class Worker:
             return
         stats = {"records_in": output.records_in, "pairs_out": output.pairs_out, "runs": output.runs,
                  "bytes_out": writer.size if writer is not None else sent[0], "peak_rss_bytes": _peak_rss_bytes()}
-        self.channel.send(TaskDone(MAP, task.task, task.attempt, task.epoch, stats))
+        self.channel.send(TaskDone(MAP, task.task, task.attempt, task.epoch, stats), flush=False)  # with Ready
 
     def _open_map_file(self, task: MapTask) -> tuple[MapFileWriter | None, TaskFailed | None]:
         """Paths mode: the writer of this attempt's map file; payload mode: (None, None)."""
@@ -317,7 +317,7 @@ class Worker:
             self.channel.send(failure)
             return
         stats = {"bytes_in": received.bytes, "keys": keys[0], "bytes_out": sent[0], "peak_rss_bytes": _peak_rss_bytes()}
-        self.channel.send(TaskDone(REDUCE, task.task, task.attempt, task.epoch, stats))
+        self.channel.send(TaskDone(REDUCE, task.task, task.attempt, task.epoch, stats), flush=False)  # with Ready
 
     def _receive_runs(self, task: ReduceTask, received: ReceivedRuns) -> TaskFailed | None:
         """Take the runs' blocks (payload) or their places in the shared map files (paths), to InputEnd."""

@@ -147,6 +147,8 @@ def describe_plan(config: Config, job_file: Path) -> str:
         + (f" (shared_root: {config.shared_root})" if config.shuffle_mode == "paths" else ""),
         f"partitions: {config.partitions or 'as the job says, else 8'}; map tasks: {config.map_tasks or 'default'}; "
         f"lease: {config.lease_s:g} s; max attempts: {config.max_attempts}",
+        "state store: synced on every commit" if config.sync
+        else "state store: not synced (state_sync: false): a power loss or OS crash can lose or corrupt the job state",
     ]
     return "\n".join(lines)
 

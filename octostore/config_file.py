@@ -76,6 +76,7 @@ class ConfigFile:
     zstd_level: int | None = None
     max_attempts: int | None = None
     lease_s: float | None = None
+    state_sync: bool | None = None
     home: Path | None = None
     tls_enabled: bool | None = None
     tls_cert: Path | None = None
@@ -99,7 +100,7 @@ class ConfigFile:
 _CONFIG_FIELDS = {
     "workers": "workers", "partitions": "partitions", "map_tasks": "map_tasks", "coordinator_bind": "bind",
     "coordinator_port": "port", "map_buffer_bytes": "map_buffer_bytes", "zstd_level": "zstd_level",
-    "max_attempts": "max_attempts", "lease_s": "lease_s", "progress": "progress",
+    "max_attempts": "max_attempts", "lease_s": "lease_s", "state_sync": "sync", "progress": "progress",
     "ssh_accept_new_host_keys": "accept_new_host_keys", "shuffle_mode": "shuffle_mode", "tls_enabled": "tls",
 }
 """ConfigFile field -> Config field.  ``home`` is not here: the CLI decides how it ranks against $OCTO_HOME."""
@@ -367,6 +368,7 @@ _SCHEMA: _Schema = {
     "zstd_level": _integer(-22, 22),
     "max_attempts": _integer(1),
     "lease_s": _seconds,
+    "state_sync": _boolean,
     "home": _path,
     "tls": {"enabled": _boolean, "cert": _path, "key": _path, "ca": _path},
     "progress": _choice("auto", "bar", "lines", "off"),

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import sys
 import zlib
-from collections import Counter
+from collections import Counter, _count_elements  # type: ignore[attr-defined]
 from collections.abc import Callable
 from itertools import groupby, islice, repeat
 from operator import is_, itemgetter
@@ -86,14 +86,12 @@ class MapOutput:
 
     def _add_chunk(self, key: Any, result: Any, chunk: list[Any]) -> None:
         try:
-            if set(map(len, chunk)) != {2}:
-                raise TypeError
-            keys, values = zip(*chunk)
+            keys, values = zip(*chunk, strict=True)  # ValueError unless every item has exactly 2 parts
             first = values[0]
             if self._run_length and all(map(is_, values, repeat(first))):
                 counts = self._counts_for(first)
                 if counts is not None:
-                    counts.update(keys)
+                    _count_elements(counts, keys)  # Counter.update's C loop, without its per-call checks
                     return self._sample(keys[0], None)
             groups = self.groups
             for k, v in zip(keys, values):
@@ -104,7 +102,7 @@ class MapOutput:
                     listed.append(v)
             self._listed_values += len(values)
             self._sample(keys[0], first)
-        except TypeError:  # an item without len(), not a pair, or an unhashable key
+        except (TypeError, ValueError):  # an item that is not a pair, or an unhashable key
             raise self._contract_error(key, result, _first_bad(chunk)) from None
 
     def _counts_for(self, value: Any) -> Counter[Any] | None:

@@ -86,6 +86,7 @@ import math
 import struct
 import zlib
 from itertools import repeat
+from operator import itemgetter
 from typing import Callable
 
 # -- vocabulary: tags, headers, the error -------------------------------------
@@ -272,6 +273,28 @@ def decode_key(data: bytes) -> object:
     if end != len(data):
         raise ValueError(f"not an encoded key: {len(data) - end} bytes left over in {data[:40]!r}")
     return key
+
+
+def decode_keys(data: list[bytes]) -> list[object]:
+    """Return [decode_key(d) for d in data], in bulk: C loops when every key is a plain str.
+
+    The inverse of ``encode_keys``'s fast path, for the reducers and final(),
+    which decode every distinct key: when each encoding is the str tag, text
+    with no NUL and the terminator, the keys are joined, decoded once and split
+    (~0.1 us per key instead of ~1.5 us).  Anything else, including an invalid
+    encoding, takes the per-key path, so results and errors are decode_key's.
+    """
+    if data and set(map(_first_byte, data)) == {_STR[0]} and set(map(_last_byte, data)) == {_NUL[0]}:
+        joined = b"".join(data)
+        if joined.count(_NUL) == len(data):  # one NUL per key, its terminator: nothing escaped
+            try:  # "\x30" key "\x00" "\x30" key "\x00" ...: every NUL-then-tag is a boundary
+                return joined[1:-1].decode("utf-8", "surrogatepass").split("\x000")  # type: ignore[return-value]
+            except UnicodeDecodeError:
+                pass  # decode_key below says which key
+    return list(map(decode_key, data))
+
+
+_first_byte, _last_byte = itemgetter(0), itemgetter(-1)
 
 
 def _decode_at(data: bytes, pos: int) -> tuple[object, int]:

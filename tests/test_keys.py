@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from octostore.keys import UnsupportedKeyError, decode_key, encode_key, encode_keys, partition_of
+from octostore.keys import UnsupportedKeyError, decode_key, decode_keys, encode_key, encode_keys, partition_of
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SUPPORTED = "keys must be None, bool, int, float, str, bytes or tuples of these"
@@ -312,3 +312,19 @@ def test_encode_keys_in_bulk_equals_one_by_one(keys: list[object]) -> None:
 @given(st.lists(st.text(), max_size=30))
 def test_encode_keys_in_bulk_equals_one_by_one_for_strings(keys: list[str]) -> None:
     assert encode_keys(keys) == [encode_key(k) for k in keys]
+
+
+@given(st.lists(st.one_of(st.text(), st.integers(), st.tuples(st.text())), max_size=30))
+def test_decode_keys_in_bulk_equals_one_by_one(keys: list[object]) -> None:
+    encoded = [encode_key(k) for k in keys]
+    assert decode_keys(encoded) == [decode_key(e) for e in encoded]
+
+
+@given(st.lists(st.text(), max_size=30))
+def test_decode_keys_in_bulk_gives_back_strings(keys: list[str]) -> None:
+    assert decode_keys(encode_keys(keys)) == keys  # NULs and "0"s inside keys included (the fast path's edges)
+
+
+def test_decode_keys_refuses_what_decode_key_refuses() -> None:
+    with pytest.raises(ValueError, match="not an encoded key"):
+        decode_keys([encode_key("fine"), b"\x30\xff\x00"])  # invalid UTF-8 inside a str key

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..blocks import merge_blocks
-from ..keys import decode_key
+from ..keys import decode_keys
 from .segments import SegmentStore
 from .state import StateStore, TaskState
 
@@ -25,5 +25,5 @@ def iter_results(state: StateStore, results: SegmentStore) -> Iterator[tuple[Any
         if record.state is TaskState.DONE and record.output
     ]
     for batch in merge_blocks(runs):
-        for key_enc, _, payload in batch:
-            yield decode_key(key_enc), pickle.loads(payload)
+        keys_enc, _, payloads = zip(*batch)
+        yield from zip(decode_keys(list(keys_enc)), map(pickle.loads, payloads))

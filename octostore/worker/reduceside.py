@@ -15,14 +15,14 @@ import os
 import pickle
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
-from itertools import groupby
-from operator import itemgetter
+from itertools import compress
+from operator import itemgetter, ne
 from typing import IO, Any
 
 from ..blocks import Record, merge_blocks, pack_blocks
 from ..errors import JobError
 from ..job import WorkerFunctions, result_value
-from ..keys import decode_key
+from ..keys import decode_keys
 from .values import Values
 
 _first = itemgetter(0)
@@ -78,22 +78,28 @@ class ReceivedRuns:
         self._shared.clear()
 
 
-def group_values(batches: Iterable[list[Record]]) -> Iterator[tuple[bytes, Values]]:
-    """Group key-sorted batches of records into (key_enc, Values), streaming.
+def group_values(batches: Iterable[list[Record]]) -> Iterator[tuple[bytes, Any, Values]]:
+    """Group key-sorted batches of records into (key_enc, key, Values), streaming.
 
-    A key may span batches; its Values is yielded once the next key shows up."""
+    A key may span batches; its Values is yielded once the next key shows up.
+    Each batch's distinct keys are found and decoded column-wise (C loops),
+    since this runs once per distinct key of the partition."""
     current: bytes | None = None
+    key: Any = None
     values = Values()
     for batch in batches:
-        for key_enc, records in groupby(batch, key=_first):
+        encs = list(map(_first, batch))
+        starts = [0, *compress(range(1, len(encs)), map(ne, encs[1:], encs))]  # where a new key begins
+        distinct = list(map(encs.__getitem__, starts))
+        for key_enc, decoded, start, stop in zip(distinct, decode_keys(distinct), starts, [*starts[1:], len(encs)]):
             if key_enc != current:
                 if current is not None:
-                    yield current, values
+                    yield current, key, values
                     values.close()
-                current, values = key_enc, Values()
-            values.add_records(records)
+                current, key, values = key_enc, decoded, Values()
+            values.add_records(batch[start:stop])
     if current is not None:
-        yield current, values
+        yield current, key, values
         values.close()
 
 
@@ -111,8 +117,7 @@ def reduce_runs(functions: WorkerFunctions, runs: list[Iterator[bytes]], *, bloc
     """Merge `runs`, call reducefn per key and emit result blocks; return the number of keys."""
     out: list[Record] = []
     out_bytes = keys = 0
-    for key_enc, values in group_values(merge_blocks(runs)):
-        key = decode_key(key_enc)
+    for key_enc, key, values in group_values(merge_blocks(runs)):
         try:
             returned = functions.reducefn(key, values)
         except Exception as e:  # user code

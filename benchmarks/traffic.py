@@ -9,6 +9,10 @@ job's stored ``bytes_in``/``bytes_out``, what ``octo status`` shows) and their
 ratio to the input size.  In paths mode the inputs and the map output move
 through a shared folder (here a local temp folder), so what is left is
 metadata and the reduce results, which still travel to the coordinator.
+
+Local workers dial the coordinator over loopback, where octostore leaves map
+inputs uncompressed (``compress_inputs: auto``); payload mode runs here with
+``compress_inputs: always``, to count what a network between hosts carries.
 """
 
 from __future__ import annotations
@@ -48,6 +52,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="octo-traffic-") as tmp:
         work = Path(tmp)
         (work / "shared").mkdir()
+        network = work / "network.yaml"  # inputs compressed as for workers on other hosts
+        network.write_text("compress_inputs: always\n")
         env = {**os.environ, "OCTO_HOME": str(work / "home"), "OCTO_BENCH_CORPUS": str(data),
                "PYTHONPATH": str(ROOT)}
         outputs = []
@@ -56,7 +62,8 @@ def main() -> None:
         for mode in ("payload", "paths"):
             out = work / f"{mode}.out"
             wall, _ = run_octo(JOB, "--workers", str(args.workers), "--job-id", mode, "--progress", "off",
-                               "--shuffle-mode", mode, "--shared-root", str(work / "shared"), env=env, stdout_path=out)
+                               "--shuffle-mode", mode, "--shared-root", str(work / "shared"), "--config", str(network),
+                               env=env, stdout_path=out)
             received, sent = wire_bytes(work / "home", mode)
             outputs.append(out.read_bytes())
             print(f"{mode:8s} {wall:6.1f} s  coordinator in {received / 2**20:8.2f} MiB, out {sent / 2**20:8.2f} MiB, "

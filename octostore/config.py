@@ -55,6 +55,7 @@ class Config:
     map_buffer_bytes: int = MAP_BUFFER_BYTES
     block_bytes: int = 128 * 1024
     zstd_level: int = 1
+    compress_inputs: str = "auto"  # zstd map inputs: auto = except to workers over loopback | always | never
     map_size_bytes: int = INITIAL_MAP_SIZE_BYTES
     max_frame_bytes: int = MAX_FRAME_BYTES
     max_attempts: int = 4
@@ -90,6 +91,8 @@ class Config:
             raise ConfigError(f"lease {self.lease_s!r} must be a positive number of seconds")
         if self.progress not in ("auto", "bar", "lines", "off"):
             raise ConfigError(f"progress {self.progress!r} is not one of auto, bar, lines, off")
+        if self.compress_inputs not in ("auto", "always", "never"):
+            raise ConfigError(f"compress_inputs {self.compress_inputs!r} is not one of auto, always, never")
 
     def replace(self, **changes: object) -> Config:
         """Return a copy with some fields changed (validated again)."""
@@ -131,7 +134,7 @@ class Config:
 
 
 _STORED = ("workers", "bind", "port", "map_buffer_bytes", "block_bytes", "zstd_level", "map_size_bytes",
-           "max_frame_bytes", "max_attempts", "sync", "lease_s", "heartbeat_every_s", "backup_tasks", "ssh_hosts",
+           "max_frame_bytes", "max_attempts", "sync", "compress_inputs", "lease_s", "heartbeat_every_s", "backup_tasks", "ssh_hosts",
            "accept_new_host_keys", "ssh_known_hosts", "ssh_config_file", "shuffle_mode", "shared_root",
            "tls", "tls_cert", "tls_key", "tls_ca")
 

@@ -74,6 +74,7 @@ class ConfigFile:
     shuffle_shared_root: Path | None = None
     map_buffer_bytes: int | None = None
     zstd_level: int | None = None
+    compress_inputs: str | None = None  # auto | always | never
     max_attempts: int | None = None
     lease_s: float | None = None
     state_sync: bool | None = None
@@ -99,7 +100,7 @@ class ConfigFile:
 
 _CONFIG_FIELDS = {
     "workers": "workers", "partitions": "partitions", "map_tasks": "map_tasks", "coordinator_bind": "bind",
-    "coordinator_port": "port", "map_buffer_bytes": "map_buffer_bytes", "zstd_level": "zstd_level",
+    "coordinator_port": "port", "map_buffer_bytes": "map_buffer_bytes", "zstd_level": "zstd_level", "compress_inputs": "compress_inputs",
     "max_attempts": "max_attempts", "lease_s": "lease_s", "state_sync": "sync", "progress": "progress",
     "ssh_accept_new_host_keys": "accept_new_host_keys", "shuffle_mode": "shuffle_mode", "tls_enabled": "tls",
 }
@@ -366,6 +367,7 @@ _SCHEMA: _Schema = {
     "shuffle": {"mode": _choice("payload", "paths"), "shared_root": _path},
     "map_buffer_bytes": _size,
     "zstd_level": _integer(-22, 22),
+    "compress_inputs": _choice("auto", "always", "never"),
     "max_attempts": _integer(1),
     "lease_s": _seconds,
     "state_sync": _boolean,

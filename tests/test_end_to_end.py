@@ -40,6 +40,32 @@ def test_lazy_datasource_over_files(home: Path, tmp_path: Path, monkeypatch: pyt
     assert result.stdout == oracle.final_output(job)
 
 
+@pytest.mark.parametrize("mode", ["always", "never"])
+def test_inputs_travel_compressed_or_not_with_the_same_output(home: Path, tmp_path: Path, mode: str,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Local workers dial 127.0.0.1, so 'auto' sends them raw inputs; 'always' is what a network sees."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    rng = random.Random(5)
+    for i in range(8):
+        (corpus / f"book{i}.txt").write_text("\n".join(" ".join(rng.choice(["octo", "pus", "ink"]) for _ in range(12))
+                                                       for _ in range(2000)))
+    monkeypatch.setenv("OCTO_TEST_CORPUS", str(corpus))  # for the oracle, which runs the job here
+    config = tmp_path / "cluster.yaml"
+    config.write_text(f"compress_inputs: {mode}\n")
+    job = JOBS / "wordcount_lazy.py"
+    result = octo(home, "submit", str(job), "--workers", "2", "--config", str(config), "--progress", "off",
+                  OCTO_TEST_CORPUS=str(corpus))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == oracle.final_output(job)
+    sent_mib = float(re.search(r"wire: [\d.]+ MiB in, ([\d.]+) MiB out", result.stderr).group(1))
+    input_mib = sum(f.stat().st_size for f in corpus.iterdir()) / 2**20
+    if mode == "always":  # three words repeated: zstd takes the inputs far below their size
+        assert sent_mib < 0.2 * input_mib, (sent_mib, input_mib)
+    else:
+        assert sent_mib > input_mib, (sent_mib, input_mib)
+
+
 def test_results_prints_stored_results_in_key_order(home: Path) -> None:
     job = JOBS / "combiner.py"
     submitted = octo(home, "submit", str(job), "--workers", "1", "--job-id", "sums")

@@ -241,7 +241,7 @@ class FakeWorker:
         decompressor = zstandard.ZstdDecompressor()
         while not isinstance(msg := self.channel.recv(), InputEnd):
             assert isinstance(msg, Input), msg
-            items += pickle.loads(decompressor.decompress(msg.items))
+            items += pickle.loads(decompressor.decompress(msg.items) if msg.compressed else msg.items)
         return task, items
 
     def map_blocks(self, items: list[tuple[Any, Any]]) -> dict[int, list[bytes]]:

@@ -137,7 +137,7 @@ class _Peer:
             Segment(task, attempt, rng.randrange(8), 0, [blob]),
             Results(task, attempt, [blob]),
             Welcome("job", 1, self.payload, {"partitions": 8}),
-            Input(zstandard.ZstdCompressor().compress(self.payload)),
+            Input(zstandard.ZstdCompressor().compress(self.payload), True),
         ]))
 
     def forged_mac(self, key: bytes, payload: bytes) -> bytes:
@@ -266,8 +266,8 @@ def pickle_after_handshake(peer: _Peer) -> int:
     sock, key = peer.connect_authenticated()
     payload = peer.rng.choice([
         encode_message(Welcome("job", 1, peer.payload, {})),
-        encode_message(Input(zstandard.ZstdCompressor().compress(peer.payload))),
-        encode_message(Input(peer.payload)),
+        encode_message(Input(zstandard.ZstdCompressor().compress(peer.payload), True)),
+        encode_message(Input(peer.payload, False)),
         peer.payload,
     ])
     send_quietly(sock, frame(payload + peer.forged_mac(key, payload)))

@@ -53,6 +53,7 @@ class WorkerConn:
     channel: AsyncChannel
     last_seen: float  # time.monotonic() of its last message: the lease runs from here
     assignment: Assignment | None = None
+    compress_inputs: bool = True  # zstd its map inputs (config compress_inputs; not over loopback by default)
 
 
 @dataclass

@@ -39,6 +39,7 @@ HMAC handshake then runs inside TLS, unchanged.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import pickle
 import ssl
@@ -262,8 +263,20 @@ class CoordinatorServer(Liveness):
             await channel.send(Refused(mismatch))
             channel.close()
             return
-        worker = WorkerConn(f"{hello.host}:{hello.pid}", hello.pid, channel, time.monotonic())
+        worker = WorkerConn(f"{hello.host}:{hello.pid}", hello.pid, channel, time.monotonic(),
+                            compress_inputs=self._compresses_for(writer.get_extra_info("peername")[0]))
         await self._serve_worker(worker, hello)
+
+    def _compresses_for(self, peer_host: str) -> bool:
+        """Whether map inputs to a worker at `peer_host` are compressed: zstd level 1 saves ~58%
+        of the bytes on a network, but over loopback it only costs CPU the workers need (on the
+        200 MiB word count ~1.2 s of the coordinator's and ~0.5 s of the workers')."""
+        if self.config.compress_inputs != "auto":
+            return self.config.compress_inputs == "always"
+        try:
+            return not ipaddress.ip_address(peer_host.partition("%")[0]).is_loopback
+        except ValueError:  # not an IP address (a Unix socket, say): assume a network
+            return True
 
     async def _start_tls(self, channel: AsyncChannel) -> None:
         """Upgrade to TLS, or raise ConnectionLost naming TLS (a plain worker, a wrong CA, a timeout)."""
@@ -372,28 +385,29 @@ class CoordinatorServer(Liveness):
             source: FileSource = self.job.source
             await worker.channel.send(MapPaths(self.state.manifest_keys(task), source.encoding, source.errors))
             return
-        batches = self._input_batches(self.state.manifest_keys(task))
+        compress = worker.compress_inputs
+        batches = self._input_batches(self.state.manifest_keys(task), compress)
         if type(self.job.source) is dict:  # a plain dict lookup cannot block: no thread hop per batch
             for payload in batches:
-                await worker.channel.send(Input(payload), flush=len(payload) > SMALL_FRAME_BYTES)
+                await worker.channel.send(Input(payload, compress), flush=len(payload) > SMALL_FRAME_BYTES)
             return
         loop = asyncio.get_running_loop()
         while (payload := await loop.run_in_executor(self._source_pool, next, batches, None)) is not None:
-            await worker.channel.send(Input(payload), flush=len(payload) > SMALL_FRAME_BYTES)
+            await worker.channel.send(Input(payload, compress), flush=len(payload) > SMALL_FRAME_BYTES)
 
-    def _input_batches(self, keys: list[Any]) -> Iterator[bytes]:
-        """Yield zstd(pickle([(key, source[key]), ...])) batches (runs in the source thread)."""
+    def _input_batches(self, keys: list[Any], compress: bool) -> Iterator[bytes]:
+        """Yield pickle([(key, source[key]), ...]) batches, zstd-compressed if `compress`
+        (runs in the source thread)."""
         batch: list[tuple[Any, Any]] = []
         size = 0
-        for key in keys:
+        for i, key in enumerate(keys):
             value = self.job.source[key]
             batch.append((key, value))
             size += len(value) if isinstance(value, (str, bytes)) else sys.getsizeof(value)
-            if size >= INPUT_BATCH_BYTES:
-                yield self._compressor.compress(pickle.dumps(batch, protocol=5))
+            if size >= INPUT_BATCH_BYTES or i == len(keys) - 1:
+                data = pickle.dumps(batch, protocol=5)
+                yield self._compressor.compress(data) if compress else data
                 batch, size = [], 0
-        if batch:
-            yield self._compressor.compress(pickle.dumps(batch, protocol=5))
 
     def _committed_runs(self, partition: int) -> list[Any]:
         """Every committed run of `partition`: a segment list, or (paths mode) {"file", "blocks"}."""

@@ -98,7 +98,8 @@ class ReduceTask:
 @dataclass(frozen=True, slots=True)
 class Input:
     op: ClassVar[str] = "input"
-    items: bytes  # zstd(pickle(list of (source key, value)))
+    items: bytes  # pickle(list of (source key, value)), zstd-compressed if `compressed`
+    compressed: bool  # not over loopback (config compress_inputs), where it would only cost CPU
 
 
 @dataclass(frozen=True, slots=True)

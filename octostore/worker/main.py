@@ -285,7 +285,7 @@ class Worker:
             if isinstance(msg, InputEnd):
                 return
             if isinstance(msg, Input):
-                yield pickle.loads(self._decompressor.decompress(msg.items))
+                yield pickle.loads(self._decompressor.decompress(msg.items) if msg.compressed else msg.items)
             elif isinstance(msg, (RunBlocks, RunRanges, MapPaths)):
                 yield msg
             else:

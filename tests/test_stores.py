@@ -31,6 +31,24 @@ def test_segments_append_in_order_and_read_back(tmp_path: Path) -> None:
     reopened.close()
 
 
+def test_reading_unmaps_what_it_read_and_readers_interleave(tmp_path: Path) -> None:
+    """Interleaved readers (as the coordinator's reduce senders and final() are) get their blocks
+    exact, and the reader's RSS stays near one remap window, not the 96 MiB read."""
+    psutil = pytest.importorskip("psutil")
+    store = SegmentStore(tmp_path / "s", 1 << 20)
+    blocks = [os.urandom(1 << 20) for _ in range(96)]  # 96 MiB, incompressible
+    ids = [store.append_segment(blocks[i : i + 4]) for i in range(0, 96, 4)]
+    by_id = dict(zip(ids, (blocks[i : i + 4] for i in range(0, 96, 4))))
+    expected = zip([b for i in ids[::2] for b in by_id[i]], [b for i in ids[1::2] for b in by_id[i]])
+    rss_before = psutil.Process().memory_info().rss
+    peak = 0
+    for got, want in zip(zip(store.iter_blocks(ids[::2]), store.iter_blocks(ids[1::2])), expected, strict=True):
+        assert got == want
+        peak = max(peak, psutil.Process().memory_info().rss - rss_before)
+    assert peak < 64 << 20, f"RSS grew {peak >> 20} MiB while reading 96 MiB"
+    store.close()
+
+
 def test_map_grows_when_full(tmp_path: Path) -> None:
     tiny = 64 * 1024
     store = SegmentStore(tmp_path / "s", tiny)

@@ -24,6 +24,15 @@ for OS-crash durability is not built yet (TODO(#6): it costs a sync per
 commit; measure it with the durability benchmark).
 Segments no committed task references are garbage; ``delete_segments`` drops
 them and deleting the directory drops a finished job's spill.
+
+Memory: LMDB reads through its memory map, and every page read stays in the
+reading process's RSS until the map is unmapped (clean page cache, but RSS
+all the same).  A coordinator serving a 1 GiB shuffle would grow by the whole
+spill.  So ``iter_blocks`` reads one segment per transaction, never holding a
+transaction open across a yield, and after ``REMAP_AFTER_BYTES`` of reads the
+environment is closed and opened again, which unmaps what was read.  Safe
+because this process's transactions are all short and synchronous (one event
+loop thread): between two steps of any reader none is open.
 """
 
 from __future__ import annotations
@@ -39,14 +48,19 @@ from . import lmdbenv
 
 _KEY = struct.Struct(">QI")
 
+REMAP_AFTER_BYTES = 32 * 1024 * 1024
+"""Bytes read through the memory map after which it is unmapped (closed and opened again)."""
+
 
 class SegmentStore:
     """Append-only blocks of segments in one LMDB environment (single writer: the coordinator)."""
 
     def __init__(self, path: Path, map_size_bytes: int, *, readonly: bool = False) -> None:
         self.path = path
+        self._readonly = readonly
         self.env = lmdbenv.open_env(path, map_size_bytes, sync=False, readonly=readonly)
         self._next_id = self._last_segment_id() + 1
+        self._read_since_open = 0
 
     def _last_segment_id(self) -> int:
         with self.env.begin() as txn, txn.cursor() as cur:
@@ -69,15 +83,30 @@ class SegmentStore:
         return segment_id
 
     def iter_blocks(self, segment_ids: Iterable[int]) -> Iterator[bytes]:
-        """Yield the blocks of the given segments, in order (one read transaction)."""
+        """Yield the blocks of the given segments, in order (a short read transaction per segment)."""
+        for segment_id in segment_ids:
+            blocks = self._segment_blocks(segment_id)
+            self._read_since_open += sum(map(len, blocks))
+            if self._read_since_open >= REMAP_AFTER_BYTES:
+                self._remap()
+            yield from blocks
+
+    def _segment_blocks(self, segment_id: int) -> list[bytes]:
+        blocks = []
         with self.env.begin() as txn, txn.cursor() as cur:
-            for segment_id in segment_ids:
-                if not cur.set_range(_KEY.pack(segment_id, 0)):
-                    continue
+            if cur.set_range(_KEY.pack(segment_id, 0)):
                 for key, block in cur:
                     if _KEY.unpack(key)[0] != segment_id:
                         break
-                    yield block
+                    blocks.append(block)
+        return blocks
+
+    def _remap(self) -> None:
+        """Close and reopen the environment: its pages read so far leave this process's RSS."""
+        map_size = self.env.info()["map_size"]
+        self.env.close()
+        self.env = lmdbenv.open_env(self.path, map_size, sync=False, readonly=self._readonly)
+        self._read_since_open = 0
 
     def segment_ids(self) -> list[int]:
         """Every segment id present, ascending (skips from segment to segment, not block to block)."""

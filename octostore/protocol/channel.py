@@ -14,7 +14,7 @@ import threading
 from typing import Any
 
 from ..errors import ConnectionLost
-from .frames import Opener, Sealer, frame, read_frame, recv_frame, send_buffers
+from .frames import Opener, Sealer, frame, read_frame, recv_frame_buffer, send_buffers
 from .handshake import COORDINATOR_TO_WORKER, WORKER_TO_COORDINATOR, accept_handshake, connect_handshake
 from .messages import decode_message, encode_message
 from .tls import TlsSocket
@@ -117,7 +117,7 @@ class SyncChannel:
 
     def recv(self) -> Any:
         assert self._opener is not None, "recv before authenticate"
-        return decode_message(self._opener.open(recv_frame(self.sock, self.max_frame_bytes)))
+        return decode_message(self._opener.open(recv_frame_buffer(self.sock, self.max_frame_bytes)))
 
     def close(self) -> None:
         self.sock.close()

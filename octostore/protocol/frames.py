@@ -100,8 +100,13 @@ def send_frame(sock: BlockingStream, *parts: bytes) -> None:
 
 def recv_frame(sock: BlockingStream, max_bytes: int) -> bytes:
     """Read one frame body from a blocking socket."""
+    return bytes(recv_frame_buffer(sock, max_bytes))
+
+
+def recv_frame_buffer(sock: BlockingStream, max_bytes: int) -> bytearray:
+    """recv_frame without the final copy (a worker's inputs: each one would be copied for nothing)."""
     header = _recv_exactly(sock, HEADER_BYTES, at_frame_start=True)
-    return _recv_exactly(sock, parse_length(header, max_bytes), at_frame_start=False)
+    return _recv_exactly(sock, parse_length(bytes(header), max_bytes), at_frame_start=False)
 
 
 def send_buffers(sock: BlockingStream, buffers: list[bytes]) -> None:
@@ -115,7 +120,7 @@ def send_buffers(sock: BlockingStream, buffers: list[bytes]) -> None:
         raise ConnectionLost(f"connection error while sending: {e}") from None
 
 
-def _recv_exactly(sock: BlockingStream, size: int, at_frame_start: bool) -> bytes:
+def _recv_exactly(sock: BlockingStream, size: int, at_frame_start: bool) -> bytearray:
     buf = bytearray(size)
     view = memoryview(buf)
     got = 0
@@ -129,7 +134,7 @@ def _recv_exactly(sock: BlockingStream, size: int, at_frame_start: bool) -> byte
                 raise ConnectionLost("peer closed the connection")
             raise ConnectionLost(f"peer closed the connection after {got} of {size} bytes")
         got += n
-    return bytes(buf)
+    return buf
 
 
 class Sealer:
@@ -157,7 +162,7 @@ class Opener:
     def __init__(self, session_key: bytes, direction: bytes) -> None:
         self._sealer = Sealer(session_key, direction)
 
-    def open(self, body: bytes) -> memoryview:
+    def open(self, body: bytes | bytearray) -> memoryview:
         """Return the payload of `body` if its MAC verifies, else raise ProtocolError."""
         if len(body) < MAC_BYTES:
             raise ProtocolError(f"frame of {len(body)} bytes is too short to carry a MAC")

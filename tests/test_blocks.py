@@ -21,6 +21,7 @@ from octostore.blocks import (
     unpack_block,
 )
 from octostore.keys import encode_key
+from octostore.worker.reduceside import ReceivedRuns
 
 HEADER_BYTES = 16  # per record: key length (u32), count (u64), payload length (u32)
 BLOCK_HEADER_BYTES = 4  # the record count
@@ -169,3 +170,23 @@ def test_damaged_block_is_refused() -> None:
     cut = zstandard.ZstdCompressor().compress(whole[:-3])
     with pytest.raises(ValueError, match="damaged block: its records need 30 bytes, the block holds 27"):
         list(unpack_block(cut))
+
+
+def test_many_runs_are_merged_in_groups_with_the_same_result() -> None:
+    """A reducer with more runs than its fan-in merges them in passes through its temporary
+    file; the final runs' records equal one merge of all the runs, ties in run order."""
+    rng = random.Random(9)
+    runs: list[list[Record]] = []
+    for run in range(70):  # > 2 passes at fan-in 4
+        keys = sorted(encode_key(rng.randrange(300)) for _ in range(rng.randint(0, 60)))
+        runs.append([(key, 1, f"{run}:{i}".encode()) for i, key in enumerate(keys)])
+    expected = sorted((r for run in runs for r in run), key=itemgetter(0))
+    received = ReceivedRuns(len(runs))
+    try:
+        for run, records in enumerate(runs):
+            received.add(run, list(pack_blocks(records, block_bytes=256)))
+        merged = received.runs(fan_in=4, block_bytes=256, zstd_level=1)
+        assert len(merged) <= 4
+        assert [r for batch in merge_blocks(merged) for r in batch] == expected
+    finally:
+        received.close()

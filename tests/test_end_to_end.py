@@ -40,6 +40,27 @@ def test_lazy_datasource_over_files(home: Path, tmp_path: Path, monkeypatch: pyt
     assert result.stdout == oracle.final_output(job)
 
 
+def test_a_tiny_map_buffer_spills_hundreds_of_runs_merged_in_passes(home: Path, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 4 KiB map buffer spills every chunk: each partition gets far more runs than the
+    reducer's merge fan-in, so reducers first merge them in groups on disk."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    rng = random.Random(3)
+    words = [f"w{i}" for i in range(2000)]
+    for i in range(6):
+        (corpus / f"book{i}.txt").write_text("\n".join(" ".join(rng.choice(words) for _ in range(10))
+                                                       for _ in range(1000)))
+    monkeypatch.setenv("OCTO_TEST_CORPUS", str(corpus))
+    config = tmp_path / "cluster.yaml"
+    config.write_text("map_buffer_bytes: 4096\n")
+    job = JOBS / "wordcount_lazy.py"
+    result = octo(home, "submit", str(job), "--workers", "2", "--partitions", "2", "--config", str(config),
+                  "--progress", "off", OCTO_TEST_CORPUS=str(corpus))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == oracle.final_output(job)
+
+
 @pytest.mark.parametrize("mode", ["always", "never"])
 def test_inputs_travel_compressed_or_not_with_the_same_output(home: Path, tmp_path: Path, mode: str,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:

@@ -306,8 +306,9 @@ class Worker:
             keys = [0]
 
             def reduce() -> None:
-                keys[0] = reduce_runs(self.functions, received.runs(), block_bytes=self.settings["block_bytes"],
-                                      zstd_level=self.settings["zstd_level"], emit=emit)
+                block_bytes, zstd_level = self.settings["block_bytes"], self.settings["zstd_level"]
+                runs = received.runs(block_bytes=block_bytes, zstd_level=zstd_level)
+                keys[0] = reduce_runs(self.functions, runs, block_bytes=block_bytes, zstd_level=zstd_level, emit=emit)
 
             if failure is None:
                 failure = self._guard(task, REDUCE, "reducefn", None, reduce)

@@ -26,9 +26,17 @@ from ..keys import decode_keys
 from .values import Values
 
 _first = itemgetter(0)
+_payload = itemgetter(2)
 
 RESULT_BATCH_BYTES = 4 * 1024 * 1024
 """Reduce output sent to the coordinator per message."""
+
+MAX_MERGE_FAN_IN = 32
+"""Runs merged at once.  The merge holds one decoded block of every run (a 128 KiB block of
+short keys is ~1 MB of Python records), and a big input spilled many times makes hundreds of
+runs per partition; so beyond this many, runs are first merged in groups into longer runs on
+local disk.  Memory then stays bounded whatever the number of runs, for one more pass over the
+data (Hadoop's io.sort.factor)."""
 
 
 class ReceivedRuns:
@@ -42,14 +50,10 @@ class ReceivedRuns:
         self._end = 0
         self.bytes = 0
 
-    def add(self, run: int, blocks: Iterable[bytes]) -> None:
+    def add(self, run: int, blocks: list[bytes]) -> None:
         """Append the next blocks of `run`."""
-        fd = self._file.fileno()
-        for block in blocks:
-            self._file.write(block)
-            self._index[run].append((fd, self._end, len(block)))
-            self._end += len(block)
-            self.bytes += len(block)
+        self._index[run] += self._append(blocks)
+        self.bytes += sum(map(len, blocks))
 
     def add_ranges(self, run: int, path: str, ranges: list[list[int]]) -> None:
         """Add blocks of `run` that stay in the shared map file `path`; raises OSError if it cannot be opened."""
@@ -59,10 +63,40 @@ class ReceivedRuns:
         self._index[run].extend((fd, offset, length) for offset, length in ranges)
         self.bytes += sum(length for _, length in ranges)
 
-    def runs(self) -> list[Iterator[bytes]]:
-        """Return one block iterator per run (call after the last add)."""
+    def runs(self, *, fan_in: int = MAX_MERGE_FAN_IN, block_bytes: int, zstd_level: int) -> list[Iterator[bytes]]:
+        """Return one block iterator per run, at most `fan_in` of them (call after the last add)."""
         self._file.flush()
+        while len(self._index) > fan_in:
+            self._index = [self._merge(self._index[i : i + fan_in], block_bytes, zstd_level)
+                           for i in range(0, len(self._index), fan_in)]
         return [self._blocks(index) for index in self._index]
+
+    def _merge(self, group: list[list[tuple[int, int, int]]], block_bytes: int,
+               zstd_level: int) -> list[tuple[int, int, int]]:
+        """Merge a group of runs into one run appended to the temporary file; return its index."""
+        if len(group) == 1:
+            return group[0]
+        merged: list[tuple[int, int, int]] = []
+        pending: list[Record] = []
+        pending_bytes = 0
+        for batch in merge_blocks([self._blocks(index) for index in group]):
+            pending += batch  # batches can be tiny (a key's records run by run): pack whole blocks
+            pending_bytes += sum(map(len, map(_first, batch))) + sum(map(len, map(_payload, batch)))
+            if pending_bytes >= block_bytes:
+                merged += self._append(pack_blocks(pending, block_bytes, zstd_level))
+                pending, pending_bytes = [], 0
+        merged += self._append(pack_blocks(pending, block_bytes, zstd_level))
+        self._file.flush()
+        return merged
+
+    def _append(self, blocks: Iterable[bytes]) -> list[tuple[int, int, int]]:
+        fd = self._file.fileno()
+        index = []
+        for block in blocks:
+            self._file.write(block)
+            index.append((fd, self._end, len(block)))
+            self._end += len(block)
+        return index
 
     def _blocks(self, index: list[tuple[int, int, int]]) -> Iterator[bytes]:
         for fd, offset, length in index:

@@ -28,8 +28,15 @@ def corpus(mb: float, *extra: str) -> Path:
     return path
 
 
+def octo_env(env: dict[str, str]) -> dict[str, str]:
+    """`env` for an octo run: without PYTHONUNBUFFERED, which some shells set and which makes each
+    print() of final() several system calls (a million lines: 3.0 s unbuffered, 0.8 s buffered)."""
+    return {k: v for k, v in env.items() if k != "PYTHONUNBUFFERED"}
+
+
 def run_octo(job: Path, *args: str, env: dict[str, str], stdout_path: Path) -> tuple[float, str]:
     """Run `octo submit JOB ARGS`, stdout to a file; return (wall seconds, stderr)."""
+    env = octo_env(env)
     start = time.perf_counter()
     with open(stdout_path, "w") as out:
         proc = subprocess.run([sys.executable, "-m", "cli.main", "submit", str(job), *args], stdout=out,

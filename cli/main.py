@@ -142,6 +142,11 @@ def _print_report(report: api.JobReport) -> None:
     log.info("peak RSS: coordinator %.0f MiB, workers %.0f MiB; wire: %.1f MiB in, %.1f MiB out",
              report.coordinator_peak_rss_bytes / 2**20, t.worker_peak_rss_bytes / 2**20,
              t.bytes_in / 2**20, t.bytes_out / 2**20)
+    peak = max(report.coordinator_peak_rss_bytes, t.worker_peak_rss_bytes)
+    if peak > report.memory_budget_bytes:
+        log.warning("a process peaked at %.0f MiB, over the memory budget of %.0f MiB (memory_budget); the budget "
+                    "sizes octostore's buffers, not the job's own data: a large source value or result, or "
+                    "mapfn/reducefn's own use, counts too", peak / 2**20, report.memory_budget_bytes / 2**20)
 
 
 def _show_address(host: str, port: int) -> None:

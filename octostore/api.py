@@ -147,10 +147,18 @@ def describe_plan(config: Config, job_file: Path) -> str:
         + (f" (shared_root: {config.shared_root})" if config.shuffle_mode == "paths" else ""),
         f"partitions: {config.partitions or 'as the job says, else 8'}; map tasks: {config.map_tasks or 'default'}; "
         f"lease: {config.lease_s:g} s; max attempts: {config.max_attempts}",
+        _describe_memory(config),
         "state store: synced on every commit" if config.sync
         else "state store: not synced (state_sync: false): a power loss or OS crash can lose or corrupt the job state",
     ]
     return "\n".join(lines)
+
+
+def _describe_memory(config: Config) -> str:
+    plan = config.memory_plan()
+    return (f"memory: {config.memory_budget_bytes >> 20} MiB per process (map buffer {plan.map_buffer_bytes >> 20} "
+            f"MiB, one key's values {plan.values_memory_bytes >> 20} MiB before disk, merges of "
+            f"{plan.merge_fan_in} runs)")
 
 
 def _hosts(config: Config) -> list[Host]:

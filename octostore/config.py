@@ -32,14 +32,42 @@ MIN_MAP_TASKS = 8
 """Map tasks at least (when there are enough source keys), e.g. for `octo server`,
 which cannot know how many clients will come."""
 
-MAP_BUFFER_BYTES = 64 * 1024 * 1024
-"""Estimated size of a worker's map-side group buffer before it spills a run (the brief, section 3)."""
+MEMORY_BUDGET_BYTES = 512 * 1024 * 1024
+"""What each process (coordinator, every worker) plans to use at most; ``memory_plan`` splits it."""
 
 INITIAL_MAP_SIZE_BYTES = 64 * 1024 * 1024
 """First LMDB map size of each store; it doubles whenever a write finds it full."""
 
 MAX_FRAME_BYTES = 256 * 1024 * 1024
 """Largest frame a peer may announce; checked before a byte of the body is allocated."""
+
+
+MIN_MEMORY_BUDGET_BYTES = 96 * 1024 * 1024
+"""An idle worker is ~45 MiB (Python, octostore, the job's imports); below this nothing useful fits."""
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryPlan:
+    """Where a process's memory goes, each part a share of the budget (docs/performance.md).
+
+    The shares leave room for what the budget cannot shrink: the interpreter and the job's
+    imports (~45 MiB), Python's overhead over the map buffer's estimate (up to ~2x while a
+    spill sorts it) and the largest single source value, which must arrive whole."""
+
+    map_buffer_bytes: int  # the map side's grouping buffer (estimated) before it spills a run
+    values_memory_bytes: int  # one key's serialized values a reducer holds before they go to disk
+    merge_fan_in: int  # runs a reducer merges at once (each holds a decoded block, ~1-2 MB)
+    input_batch_bytes: int  # source values per Input message
+
+
+def memory_plan(budget_bytes: int) -> MemoryPlan:
+    """Split a per-process budget: 1/8 map buffer, 1/16 one key's values, a merge of budget/8 MiB
+    runs (4..64) and inputs in batches of budget/64 (256 KiB..4 MiB).  512 MiB, the default,
+    gives 64 MiB, 32 MiB, 64 runs and 4 MiB."""
+    mib = 1024 * 1024
+    return MemoryPlan(map_buffer_bytes=budget_bytes // 8, values_memory_bytes=budget_bytes // 16,
+                      merge_fan_in=min(64, max(4, budget_bytes // (8 * mib))),
+                      input_batch_bytes=min(4 * mib, max(mib // 4, budget_bytes // 64)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +80,8 @@ class Config:
     map_tasks: int | None = None  # None = resolved_map_tasks()
     bind: str = "127.0.0.1"
     port: int = 0  # 0 = any free port (local submit)
-    map_buffer_bytes: int = MAP_BUFFER_BYTES
+    memory_budget_bytes: int = MEMORY_BUDGET_BYTES  # per process; see memory_plan()
+    map_buffer_bytes: int | None = None  # None = memory_plan()'s share of the budget
     block_bytes: int = 128 * 1024
     zstd_level: int = 1
     compress_inputs: str = "auto"  # zstd map inputs: auto = except to workers over loopback | always | never
@@ -81,6 +110,9 @@ class Config:
         _check_positive("partitions", self.partitions)
         _check_positive("map_tasks", self.map_tasks)
         _check_positive("map_buffer_bytes", self.map_buffer_bytes)
+        if self.memory_budget_bytes < MIN_MEMORY_BUDGET_BYTES:
+            raise ConfigError(f"memory_budget {self.memory_budget_bytes} bytes is below the "
+                              f"{MIN_MEMORY_BUDGET_BYTES >> 20} MiB a worker's interpreter, imports and buffers need")
         _check_positive("block_bytes", self.block_bytes)
         _check_positive("max_attempts", self.max_attempts)
         if not 0 <= self.port <= 65535:
@@ -111,6 +143,13 @@ class Config:
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(home=home, **values)  # type: ignore[arg-type]
 
+    def memory_plan(self) -> MemoryPlan:
+        """How each process spends `memory_budget_bytes` (an explicit map_buffer_bytes wins)."""
+        plan = memory_plan(self.memory_budget_bytes)
+        if self.map_buffer_bytes is not None:
+            plan = dataclasses.replace(plan, map_buffer_bytes=self.map_buffer_bytes)
+        return plan
+
     def resolved_workers(self) -> int:
         """Local worker processes to start: the option, else one per core."""
         return self.workers if self.workers is not None else (os.cpu_count() or 1)
@@ -133,7 +172,7 @@ class Config:
         return self.partitions or job_partitions or DEFAULT_PARTITIONS
 
 
-_STORED = ("workers", "bind", "port", "map_buffer_bytes", "block_bytes", "zstd_level", "map_size_bytes",
+_STORED = ("workers", "bind", "port", "memory_budget_bytes", "map_buffer_bytes", "block_bytes", "zstd_level", "map_size_bytes",
            "max_frame_bytes", "max_attempts", "sync", "compress_inputs", "lease_s", "heartbeat_every_s", "backup_tasks", "ssh_hosts",
            "accept_new_host_keys", "ssh_known_hosts", "ssh_config_file", "shuffle_mode", "shared_root",
            "tls", "tls_cert", "tls_key", "tls_ca")

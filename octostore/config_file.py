@@ -46,7 +46,7 @@ from typing import Any, cast
 
 import yaml
 
-from .config import read_user_file
+from .config import MIN_MEMORY_BUDGET_BYTES, read_user_file
 from .errors import ConfigError
 from .launch.hosts import (DEFAULT_PYTHON, DEFAULT_SLOTS, Host, host_entries, parse_host_line, read_host_text,
                            unique_hosts)
@@ -72,6 +72,7 @@ class ConfigFile:
     ssh_accept_new_host_keys: bool | None = None
     shuffle_mode: str | None = None  # payload | paths
     shuffle_shared_root: Path | None = None
+    memory_budget: int | None = None
     map_buffer_bytes: int | None = None
     zstd_level: int | None = None
     compress_inputs: str | None = None  # auto | always | never
@@ -100,7 +101,7 @@ class ConfigFile:
 
 _CONFIG_FIELDS = {
     "workers": "workers", "partitions": "partitions", "map_tasks": "map_tasks", "coordinator_bind": "bind",
-    "coordinator_port": "port", "map_buffer_bytes": "map_buffer_bytes", "zstd_level": "zstd_level", "compress_inputs": "compress_inputs",
+    "coordinator_port": "port", "memory_budget": "memory_budget_bytes", "map_buffer_bytes": "map_buffer_bytes", "zstd_level": "zstd_level", "compress_inputs": "compress_inputs",
     "max_attempts": "max_attempts", "lease_s": "lease_s", "state_sync": "sync", "progress": "progress",
     "ssh_accept_new_host_keys": "accept_new_host_keys", "shuffle_mode": "shuffle_mode", "tls_enabled": "tls",
 }
@@ -310,6 +311,14 @@ def _size(value: object, spot: _Spot) -> int:
     return size
 
 
+def _memory_budget(value: object, spot: _Spot) -> int:
+    size = _size(value, spot)
+    if size < MIN_MEMORY_BUDGET_BYTES:
+        raise spot.error(f"{value} is below the minimum of {MIN_MEMORY_BUDGET_BYTES >> 20}MiB",
+                         "an idle worker alone is ~45 MiB; give each process at least 96MiB")
+    return size
+
+
 def _parse_size(text: str, spot: _Spot) -> int:
     match = _SIZE.fullmatch(text.strip())
     if match:
@@ -365,6 +374,7 @@ _SCHEMA: _Schema = {
     "ssh": {"hosts_file": _existing_file, "hosts": _host_lines, "slots": _integer(1), "python": _text,
             "accept_new_host_keys": _boolean},
     "shuffle": {"mode": _choice("payload", "paths"), "shared_root": _path},
+    "memory_budget": _memory_budget,
     "map_buffer_bytes": _size,
     "zstd_level": _integer(-22, 22),
     "compress_inputs": _choice("auto", "always", "never"),

@@ -198,8 +198,8 @@ def test_top_level_must_be_a_mapping(text: str, message: str) -> None:
     ("tls: {enabled: false, password: x}\n", "octo.yaml:1: unknown key 'tls.password'",
      "valid keys under tls: enabled, cert, key, ca"),
     ("1: 2\n", "octo.yaml:1: unknown key '1'",
-     "valid keys: workers, partitions, map_tasks, coordinator, ssh, shuffle, map_buffer_bytes, zstd_level, "
-     "compress_inputs, max_attempts, lease_s, state_sync, home, tls, progress"),
+     "valid keys: workers, partitions, map_tasks, coordinator, ssh, shuffle, memory_budget, map_buffer_bytes, "
+     "zstd_level, compress_inputs, max_attempts, lease_s, state_sync, home, tls, progress"),
 ])
 def test_unknown_key(text: str, message: str, hint: str) -> None:
     assert refused(text) == (message, hint)
@@ -323,3 +323,20 @@ def test_bad_slots_default_is_checked_before_hosts() -> None:
     Path("hosts.txt").write_text("node1\n")
     assert refused("ssh:\n  hosts_file: hosts.txt\n  slots: 0\n") == (
         "octo.yaml:3: ssh.slots: 0 is out of range (must be >= 1)", "write a whole number >= 1")
+
+
+def test_memory_budget_sizes_the_buffers_and_an_explicit_map_buffer_wins(tmp_path: Path) -> None:
+    budget = load("memory_budget: 256MiB\n").config_overrides()
+    assert budget == {"memory_budget_bytes": 256 * 2**20}
+    plan = Config(home=tmp_path, **budget).memory_plan()  # type: ignore[arg-type]
+    assert (plan.map_buffer_bytes, plan.values_memory_bytes, plan.merge_fan_in, plan.input_batch_bytes) == (
+        32 * 2**20, 16 * 2**20, 32, 4 * 2**20)
+    both = Config(home=tmp_path, memory_budget_bytes=256 * 2**20, map_buffer_bytes=4096).memory_plan()
+    assert both.map_buffer_bytes == 4096 and both.values_memory_bytes == 16 * 2**20
+    small = Config(home=tmp_path, memory_budget_bytes=96 * 2**20).memory_plan()
+    assert (small.merge_fan_in, small.input_batch_bytes) == (12, 1536 * 1024)
+
+
+def test_a_memory_budget_below_the_floor_names_file_and_line() -> None:
+    with pytest.raises(ConfigError, match=r"octo.yaml:2: memory_budget: 64MiB is below the minimum of 96MiB"):
+        load("workers: 1\nmemory_budget: 64MiB\n")

@@ -80,9 +80,6 @@ from .scheduler import Assignment, Phase, Scheduler
 
 log = logging.getLogger(__name__)
 
-INPUT_BATCH_BYTES = 4 * 1024 * 1024
-"""Source values per Input message (estimated before pickling)."""
-
 
 @dataclass
 class _Attempt:
@@ -297,8 +294,10 @@ class CoordinatorServer(Liveness):
         log.info("worker %s joined (octostore %s); %d connected", worker.name, hello.version, len(self._workers))
         self._show_workers()
         try:
+            plan = self.config.memory_plan()
             settings = {"partitions": self.partitions, "block_bytes": self.config.block_bytes,
-                        "zstd_level": self.config.zstd_level, "map_buffer_bytes": self.config.map_buffer_bytes,
+                        "zstd_level": self.config.zstd_level, "map_buffer_bytes": plan.map_buffer_bytes,
+                        "values_memory_bytes": plan.values_memory_bytes, "merge_fan_in": plan.merge_fan_in,
                         "max_attempts": self.config.max_attempts,
                         "heartbeat_every_s": self.config.resolved_heartbeat_s(),
                         "shared_dir": str(self.shared_dir) if self.shared_dir is not None else None}
@@ -400,11 +399,12 @@ class CoordinatorServer(Liveness):
         (runs in the source thread)."""
         batch: list[tuple[Any, Any]] = []
         size = 0
+        batch_bytes = self.config.memory_plan().input_batch_bytes
         for i, key in enumerate(keys):
             value = self.job.source[key]
             batch.append((key, value))
             size += len(value) if isinstance(value, (str, bytes)) else sys.getsizeof(value)
-            if size >= INPUT_BATCH_BYTES or i == len(keys) - 1:
+            if size >= batch_bytes or i == len(keys) - 1:
                 data = pickle.dumps(batch, protocol=5)
                 yield self._compressor.compress(data) if compress else data
                 batch, size = [], 0
@@ -426,10 +426,11 @@ class CoordinatorServer(Liveness):
                 continue
             batch: list[bytes] = []
             size = 0
+            batch_bytes = self.config.memory_plan().input_batch_bytes
             for block in store.iter_blocks(segments):
                 batch.append(block)
                 size += len(block)
-                if size >= INPUT_BATCH_BYTES:
+                if size >= batch_bytes:
                     await worker.channel.send(RunBlocks(run, batch))
                     batch, size = [], 0
             if batch:

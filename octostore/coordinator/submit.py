@@ -71,6 +71,7 @@ class JobReport:
     elapsed_s: float
     totals: Totals
     coordinator_peak_rss_bytes: int
+    memory_budget_bytes: int  # per process, from the config: the report says if a peak passed it
     error: str | None = None
 
 
@@ -156,7 +157,7 @@ def _run_job(job: Job, job_id: str, config: Config, paths: JobPaths, state: Stat
     if config.shuffle_mode == "paths" and config.shared_root:
         remove_job_dir(job_dir(config.shared_root, job_id))  # after DONE: no reducer reads it again
     return JobReport(job_id, JobState.DONE, map_tasks, partitions, results, time.monotonic() - started,
-                     totals, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+                     totals, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, config.memory_budget_bytes)
 
 
 def _add_bytes_moved(state: StateStore, totals: Totals) -> None:

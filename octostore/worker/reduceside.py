@@ -31,12 +31,6 @@ _payload = itemgetter(2)
 RESULT_BATCH_BYTES = 4 * 1024 * 1024
 """Reduce output sent to the coordinator per message."""
 
-MAX_MERGE_FAN_IN = 32
-"""Runs merged at once.  The merge holds one decoded block of every run (a 128 KiB block of
-short keys is ~1 MB of Python records), and a big input spilled many times makes hundreds of
-runs per partition; so beyond this many, runs are first merged in groups into longer runs on
-local disk.  Memory then stays bounded whatever the number of runs, for one more pass over the
-data (Hadoop's io.sort.factor)."""
 
 
 class ReceivedRuns:
@@ -63,8 +57,14 @@ class ReceivedRuns:
         self._index[run].extend((fd, offset, length) for offset, length in ranges)
         self.bytes += sum(length for _, length in ranges)
 
-    def runs(self, *, fan_in: int = MAX_MERGE_FAN_IN, block_bytes: int, zstd_level: int) -> list[Iterator[bytes]]:
-        """Return one block iterator per run, at most `fan_in` of them (call after the last add)."""
+    def runs(self, *, fan_in: int, block_bytes: int, zstd_level: int) -> list[Iterator[bytes]]:
+        """Return one block iterator per run, at most `fan_in` of them (call after the last add).
+
+        The merge holds one decoded block of every run (a 128 KiB block of short keys is
+        ~1 MB of Python records), and a big input spilled many times makes hundreds of runs
+        per partition; so beyond `fan_in` (the memory plan's merge_fan_in) runs are first
+        merged in groups into longer runs on local disk.  Memory then stays bounded whatever
+        the number of runs, for one more pass over the data (Hadoop's io.sort.factor)."""
         self._file.flush()
         while len(self._index) > fan_in:
             self._index = [self._merge(self._index[i : i + fan_in], block_bytes, zstd_level)
@@ -112,7 +112,8 @@ class ReceivedRuns:
         self._shared.clear()
 
 
-def group_values(batches: Iterable[list[Record]]) -> Iterator[tuple[bytes, Any, Values]]:
+def group_values(batches: Iterable[list[Record]],
+                 values_memory_bytes: int) -> Iterator[tuple[bytes, Any, Values]]:
     """Group key-sorted batches of records into (key_enc, key, Values), streaming.
 
     A key may span batches; its Values is yielded once the next key shows up.
@@ -120,7 +121,7 @@ def group_values(batches: Iterable[list[Record]]) -> Iterator[tuple[bytes, Any, 
     since this runs once per distinct key of the partition."""
     current: bytes | None = None
     key: Any = None
-    values = Values()
+    values = Values(values_memory_bytes)
     for batch in batches:
         encs = list(map(_first, batch))
         starts = [0, *compress(range(1, len(encs)), map(ne, encs[1:], encs))]  # where a new key begins
@@ -130,7 +131,7 @@ def group_values(batches: Iterable[list[Record]]) -> Iterator[tuple[bytes, Any, 
                 if current is not None:
                     yield current, key, values
                     values.close()
-                current, key, values = key_enc, decoded, Values()
+                current, key, values = key_enc, decoded, Values(values_memory_bytes)
             values.add_records(batch[start:stop])
     if current is not None:
         yield current, key, values
@@ -146,12 +147,12 @@ class ReduceFailed(Exception):
         self.cause = cause
 
 
-def reduce_runs(functions: WorkerFunctions, runs: list[Iterator[bytes]], *, block_bytes: int,
-                zstd_level: int, emit: Callable[[list[bytes]], None]) -> int:
+def reduce_runs(functions: WorkerFunctions, runs: list[Iterator[bytes]], *, block_bytes: int, zstd_level: int,
+                values_memory_bytes: int, emit: Callable[[list[bytes]], None]) -> int:
     """Merge `runs`, call reducefn per key and emit result blocks; return the number of keys."""
     out: list[Record] = []
     out_bytes = keys = 0
-    for key_enc, key, values in group_values(merge_blocks(runs)):
+    for key_enc, key, values in group_values(merge_blocks(runs), values_memory_bytes):
         try:
             returned = functions.reducefn(key, values)
         except Exception as e:  # user code

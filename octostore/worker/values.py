@@ -15,8 +15,8 @@ Nothing is combined: reducefn still sees every value, ``count`` times, and
 alone 0.49 s): grouping into lists adds 1.14 s, counting 0.76 s.
 
 ``Values`` is lazy: ``len()`` sums the records' counts without unpickling;
-iteration unpickles one record at a time; past ``VALUES_MEMORY_BYTES`` of
-serialized values a key's records move to a temporary file, so one key with
+iteration unpickles one record at a time; past ``memory_bytes`` (the memory
+plan's share, config.py) of serialized values a key's records move to a temporary file, so one key with
 more values than fit in memory streams from disk.  It can be iterated again.
 """
 
@@ -34,9 +34,6 @@ from ..blocks import Record
 
 MAX_VALUES_PER_RECORD = 1 << 16
 """Values of one key are split into records of at most this many, so no record grows with a hot key."""
-
-VALUES_MEMORY_BYTES = 32 * 1024 * 1024
-"""Serialized values of one key held in memory before they move to a temporary file."""
 
 _count = itemgetter(1)
 _payload = itemgetter(2)
@@ -62,9 +59,10 @@ def unpack_values(count: int, payload: bytes) -> Iterator[Any]:
 class Values:
     """The values of one key: a lazy, re-iterable sequence with a cheap len()."""
 
-    __slots__ = ("_count", "_records", "_held_bytes", "_file", "_index")
+    __slots__ = ("_count", "_records", "_held_bytes", "_memory_bytes", "_file", "_index")
 
-    def __init__(self) -> None:
+    def __init__(self, memory_bytes: int) -> None:
+        self._memory_bytes = memory_bytes  # serialized values held before they move to a temporary file
         self._count = 0
         self._records: list[Record] = []  # (key_enc, count, payload), as they came from the merge
         self._held_bytes = 0
@@ -78,7 +76,7 @@ class Values:
         if self._file is None:
             self._records += records
             self._held_bytes += sum(map(len, map(_payload, records)))
-            if self._held_bytes > VALUES_MEMORY_BYTES:
+            if self._held_bytes > self._memory_bytes:
                 self._move_to_disk(self._records)
                 self._records, self._held_bytes = [], 0
         else:

@@ -14,7 +14,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import failpoints
 from .config import Config
@@ -26,7 +26,6 @@ from .config_file import load_config_file
 from .launch.group import WorkerGroup
 from .launch.hosts import Host, parse_hosts, read_hosts
 from .launch.local import start_local_workers
-from .launch.ssh import SshOptions, SshWorkers, advertised_address
 from .protocol.tls import server_context
 from .stores.results import iter_results
 from .stores.lock import is_locked, read_holder
@@ -34,6 +33,9 @@ from .stores.segments import SegmentStore
 from .errors import JobFailed, StoreError, UsageError
 from .stores.state import JobState, StateStore
 from .worker.main import run_worker
+
+if TYPE_CHECKING:
+    from .launch.ssh import SshOptions
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +103,8 @@ def ssh_launch(hosts_file: Path, coordinator: tuple[str, int], secret_file: Path
     secret = read_secret(secret_file)
     config = Config(home=Path("."), accept_new_host_keys=accept_new_host_keys, ssh_known_hosts=known_hosts,
                     ssh_config_file=ssh_config)
+    from .launch.ssh import SshWorkers  # paramiko: ~70 ms of imports, paid only when SSH is used
+
     workers = SshWorkers(hosts, coordinator, secret, _ssh_options(config), tls_ca)
     try:
         started = workers.start_all()
@@ -166,6 +170,8 @@ def _hosts(config: Config) -> list[Host]:
 
 
 def _ssh_options(config: Config) -> SshOptions:
+    from .launch.ssh import SshOptions
+
     defaults = SshOptions()
     return SshOptions(
         known_hosts=Path(config.ssh_known_hosts).expanduser() if config.ssh_known_hosts else defaults.known_hosts,
@@ -206,6 +212,8 @@ def _launcher(config: Config, secret: bytes) -> Launch | None:
         if workers:
             group.add(start_local_workers(workers, address, secret, config.resolved_tls_ca()))
         if hosts:
+            from .launch.ssh import SshWorkers, advertised_address
+
             dial = advertised_address(config.bind, address[1])
             _warn_if_unreachable(hosts, dial)
             remote = SshWorkers(hosts, dial, secret, _ssh_options(config), config.resolved_tls_ca())

@@ -188,6 +188,7 @@ class Worker:
         self.functions = functions
         self.settings = settings
         self._decompressor = zstandard.ZstdDecompressor()
+        self._input_bytes = 0  # of the current task's Input messages, for its stats (progress shows them)
 
     def serve(self) -> None:
         while True:
@@ -206,6 +207,7 @@ class Worker:
     # -- map ------------------------------------------------------------------------------
 
     def run_map_task(self, task: MapTask) -> None:
+        self._input_bytes = 0
         writer, failure = self._open_map_file(task)
         sent = [0]
 
@@ -234,6 +236,7 @@ class Worker:
             self.channel.send(failure)
             return
         stats = {"records_in": output.records_in, "pairs_out": output.pairs_out, "runs": output.runs,
+                 "bytes_in": self._input_bytes,
                  "bytes_out": writer.size if writer is not None else sent[0], "peak_rss_bytes": _peak_rss_bytes()}
         self.channel.send(TaskDone(MAP, task.task, task.attempt, task.epoch, stats), flush=False)  # with Ready
 
@@ -285,6 +288,7 @@ class Worker:
             if isinstance(msg, InputEnd):
                 return
             if isinstance(msg, Input):
+                self._input_bytes += len(msg.items)
                 yield pickle.loads(self._decompressor.decompress(msg.items) if msg.compressed else msg.items)
             elif isinstance(msg, (RunBlocks, RunRanges, MapPaths)):
                 yield msg

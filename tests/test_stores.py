@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 
 from octostore import api
 from octostore.config import Config
+from octostore.coordinator.commits import GroupCommit
 from octostore.stores.segments import SegmentStore
 from octostore.stores.state import StateStore, TaskState
 
@@ -88,3 +90,28 @@ def test_whole_job_with_a_tiny_lmdb_map(home: Path, capsys: pytest.CaptureFixtur
     assert report.results == len(oracle.run(job))
     results_file = home / "jobs" / "tiny" / "results" / "data.mdb"
     assert results_file.stat().st_size > 64 * 1024
+
+
+def test_group_commit_flushes_appended_stores_then_commits_a_batch_once(tmp_path: Path) -> None:
+    state = StateStore(tmp_path / "state", 1 << 20)
+    state.create_job({"job_id": "j"}, [["a"], ["b"]], 1)
+    spill = SegmentStore(tmp_path / "spill", 1 << 20)
+    segment = spill.append_segment([b"block"])
+    events: list[object] = []
+
+    def flush() -> None:
+        spill.sync()
+        events.append("flushed")
+
+    async def commit_two() -> None:
+        commits = GroupCommit(state, events.append, lambda: [flush])
+        commits.add(("map", 0, 1, [[0, [segment]]]), lambda done: events.append(("attempt 1", done)))
+        commits.add(("map", 0, 2, []), lambda done: events.append(("attempt 2", done)))  # the same task again
+        await commits.drain()
+
+    asyncio.run(commit_two())
+    assert events == ["flushed", ("attempt 1", True), ("attempt 2", False)]  # one batch, one flush
+    record = state.task("map", 0)
+    assert (record.state, record.committed_attempt, record.output) == (TaskState.DONE, 1, [[0, [segment]]])
+    spill.close()
+    state.close()

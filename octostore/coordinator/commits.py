@@ -15,6 +15,10 @@ segments).  What must wait for the commit is whatever relies on it: the
 scheduler's ``task_done`` (no reduce task may read map output that is not
 committed) and the end of the job.
 
+Before each batch the thread flushes the segment stores appended to since
+the last one (``before_commit`` names them), so a task DONE on disk never
+points at blocks an OS crash could lose.
+
 The commit thread is the state store's only writer while the loop is
 serving, apart from the rare failure and phase records the loop writes
 itself (LMDB serialises writers; py-lmdb releases the GIL while it waits).
@@ -37,9 +41,11 @@ OnCommitted = Callable[[bool], None]  # True: the attempt is DONE; False: the ta
 class GroupCommit:
     """A queue of task commits, flushed in batches by one thread."""
 
-    def __init__(self, state: StateStore, on_error: Callable[[Exception], None]) -> None:
+    def __init__(self, state: StateStore, on_error: Callable[[Exception], None],
+                 before_commit: Callable[[], list[Callable[[], None]]]) -> None:
         self._state = state
         self._on_error = on_error
+        self._before_commit = before_commit  # on the loop: the flushes to run first, in the thread
         self._queue: list[tuple[Commit, OnCommitted]] = []
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="octo-commit")
         self._flusher: asyncio.Task[None] | None = None
@@ -61,7 +67,8 @@ class GroupCommit:
         try:
             while self._queue:
                 batch, self._queue = self._queue, []
-                committed = await loop.run_in_executor(self._thread, self._commit, [c for c, _ in batch])
+                flushes = self._before_commit()
+                committed = await loop.run_in_executor(self._thread, self._commit, [c for c, _ in batch], flushes)
                 for (_, then), ok in zip(batch, committed):
                     then(ok)
         except Exception as e:  # DiskFull, StoreError: nothing of this batch was committed
@@ -70,7 +77,9 @@ class GroupCommit:
         finally:
             self._flusher = None
 
-    def _commit(self, commits: list[Commit]) -> list[bool]:
+    def _commit(self, commits: list[Commit], flushes: list[Callable[[], None]]) -> list[bool]:
+        for flush in flushes:
+            flush()
         for kind, *_ in commits:
             failpoints.hit(f"before-{kind}-commit")
         committed = self._state.commit_tasks(commits)

@@ -121,7 +121,8 @@ class CoordinatorServer(Liveness):
             self._tls = server_context(str(config.tls_cert), str(config.tls_key))
         self.spill = [SegmentStore(paths.partition_spill(p), config.map_size_bytes) for p in range(partitions)]
         self.results = SegmentStore(paths.results, config.map_size_bytes)
-        self._commits = GroupCommit(state, self._commit_failed)
+        self._appended: set[SegmentStore] = set()  # stores appended to since the last group commit
+        self._commits = GroupCommit(state, self._commit_failed, self._flushes_before_commit)
         self.totals = Totals()
         self._functions = pack_functions(job.functions)
         root = config.shared_root if config.shuffle_mode == "paths" else None
@@ -453,7 +454,9 @@ class CoordinatorServer(Liveness):
         attempt = self._held(worker, MAP, msg.task, msg.attempt)
         if attempt is None or not 0 <= msg.partition < self.partitions:
             return  # not this worker's current attempt: dropped unwritten
-        segment = self.spill[msg.partition].append_segment(msg.blocks)
+        store = self.spill[msg.partition]
+        segment = store.append_segment(msg.blocks)
+        self._appended.add(store)
         attempt.runs.setdefault((msg.partition, msg.run), []).append(segment)
 
     async def _on_map_file(self, worker: WorkerConn, msg: MapFile) -> None:
@@ -473,6 +476,7 @@ class CoordinatorServer(Liveness):
         attempt = self._held(worker, REDUCE, msg.task, msg.attempt)
         if attempt is not None:
             attempt.results.append(self.results.append_segment(msg.blocks))
+            self._appended.add(self.results)
 
     async def _on_task_done(self, worker: WorkerConn, msg: TaskDone) -> None:
         key = (msg.kind, msg.task, msg.attempt)
@@ -495,6 +499,12 @@ class CoordinatorServer(Liveness):
             self._report_phase()
 
         self._commits.add((msg.kind, msg.task, msg.attempt, _task_output(msg.kind, attempt)), committed)  # step 2
+
+    def _flushes_before_commit(self) -> list[Callable[[], None]]:
+        """What the commit thread flushes before a group commit: the stores appended to since the
+        last one (none with state_sync: false, which gives up OS-crash durability as a whole)."""
+        stores, self._appended = self._appended, set()
+        return [store.sync for store in stores] if self.config.sync else []
 
     def _commit_failed(self, error: Exception) -> None:
         """A group commit could not be made: stop resumably (disk full) or fail the job."""

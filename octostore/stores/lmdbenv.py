@@ -63,11 +63,24 @@ def write(env: lmdb.Environment, fn: Callable[[lmdb.Transaction], T]) -> T:
         except lmdb.MapFullError:
             grow(env)
         except lmdb.Error as e:
-            path = env.path()
-            if shutil.disk_usage(path).free < LOW_SPACE_BYTES:
-                raise DiskFull(f"{path}: the disk is full ({e})",
-                               "free some space there, then continue with: octo resume JOBID") from None
-            raise StoreError(f"{path}: LMDB write failed: {e}") from None
+            raise write_error(env, e) from None
+
+
+def sync(env: lmdb.Environment) -> None:
+    """Flush `env` to disk, raising DiskFull or StoreError as `write` does."""
+    try:
+        env.sync(True)
+    except lmdb.Error as e:
+        raise write_error(env, e) from None
+
+
+def write_error(env: lmdb.Environment, error: lmdb.Error) -> DiskFull | StoreError:
+    """What a failed write or flush of `env` means: DiskFull when little space is left, else StoreError."""
+    path = env.path()
+    if shutil.disk_usage(path).free < LOW_SPACE_BYTES:
+        return DiskFull(f"{path}: the disk is full ({error})",
+                        "free some space there, then continue with: octo resume JOBID")
+    return StoreError(f"{path}: LMDB write failed: {error}")
 
 
 def grow(env: lmdb.Environment) -> None:

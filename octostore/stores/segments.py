@@ -15,13 +15,12 @@ workers arriving interleaved still append in order.
 Trap: ``putmulti(append=True)`` silently drops a key that is not greater than
 the last one.  ``append_segment`` checks ``consumed == added`` and raises.
 
-Durability: opened with ``sync=False``.  A killed process (even ``kill -9``)
-loses nothing: written pages are in the OS page cache (measured in the brief:
-every acknowledged commit survived ``kill -9``).  An OS crash or power loss
-can lose blocks that a committed task in the (synced) state store already
-refers to; flushing the spill before each state commit when the config asks
-for OS-crash durability is not built yet (TODO(#6): it costs a sync per
-commit; measure it with the durability benchmark).
+Durability: opened with ``sync=False``, so an append costs no disk flush.  A
+killed process (even ``kill -9``) loses nothing: written pages are in the OS
+page cache.  Against an OS crash or power loss, the coordinator calls ``sync``
+on every store it appended to before each group commit of the state store
+(coordinator/commits.py), so a task is never DONE on disk while its blocks are
+not; with ``state_sync: false`` neither is flushed.
 Segments no committed task references are garbage; ``delete_segments`` drops
 them and deleting the directory drops a finished job's spill.
 
@@ -38,6 +37,7 @@ loop thread): between two steps of any reader none is open.
 from __future__ import annotations
 
 import struct
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -61,6 +61,7 @@ class SegmentStore:
         self.env = lmdbenv.open_env(path, map_size_bytes, sync=False, readonly=readonly)
         self._next_id = self._last_segment_id() + 1
         self._read_since_open = 0
+        self._env_lock = threading.Lock()  # sync() runs in the commit thread; _remap() swaps the env
 
     def _last_segment_id(self) -> int:
         with self.env.begin() as txn, txn.cursor() as cur:
@@ -103,10 +104,16 @@ class SegmentStore:
 
     def _remap(self) -> None:
         """Close and reopen the environment: its pages read so far leave this process's RSS."""
-        map_size = self.env.info()["map_size"]
-        self.env.close()
-        self.env = lmdbenv.open_env(self.path, map_size, sync=False, readonly=self._readonly)
+        with self._env_lock:
+            map_size = self.env.info()["map_size"]
+            self.env.close()
+            self.env = lmdbenv.open_env(self.path, map_size, sync=False, readonly=self._readonly)
         self._read_since_open = 0
+
+    def sync(self) -> None:
+        """Flush every appended block to disk (any thread)."""
+        with self._env_lock:
+            lmdbenv.sync(self.env)
 
     def segment_ids(self) -> list[int]:
         """Every segment id present, ascending (skips from segment to segment, not block to block)."""

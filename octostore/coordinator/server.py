@@ -64,7 +64,6 @@ from ..home import JobPaths
 from ..job import Job, format_user_traceback, pack_functions
 from ..progress import Progress
 from ..protocol.channel import AsyncChannel
-from ..protocol.frames import SMALL_FRAME_BYTES
 from ..protocol.handshake import HANDSHAKE_TIMEOUT_S
 from ..protocol.messages import (
     MAP, PYTHON_VERSION, REDUCE, Heartbeat, Hello, Input, InputEnd, MapFile, MapPaths, MapTask, Ready, ReduceTask,
@@ -387,17 +386,19 @@ class CoordinatorServer(Liveness):
             return
         compress = worker.compress_inputs
         batches = self._input_batches(self.state.manifest_keys(task), compress)
+        # The last batch waits for InputEnd (one system call for a small task); others go at once.
         if type(self.job.source) is dict:  # a plain dict lookup cannot block: no thread hop per batch
-            for payload in batches:
-                await worker.channel.send(Input(payload, compress), flush=len(payload) > SMALL_FRAME_BYTES)
+            for payload, last in batches:
+                await worker.channel.send(Input(payload, compress), flush=not last)
             return
         loop = asyncio.get_running_loop()
-        while (payload := await loop.run_in_executor(self._source_pool, next, batches, None)) is not None:
-            await worker.channel.send(Input(payload, compress), flush=len(payload) > SMALL_FRAME_BYTES)
+        while (batch := await loop.run_in_executor(self._source_pool, next, batches, None)) is not None:
+            payload, last = batch
+            await worker.channel.send(Input(payload, compress), flush=not last)
 
-    def _input_batches(self, keys: list[Any], compress: bool) -> Iterator[bytes]:
-        """Yield pickle([(key, source[key]), ...]) batches, zstd-compressed if `compress`
-        (runs in the source thread)."""
+    def _input_batches(self, keys: list[Any], compress: bool) -> Iterator[tuple[bytes, bool]]:
+        """Yield (pickle([(key, source[key]), ...]), is the last batch), the pickle zstd-compressed
+        if `compress` (runs in the source thread)."""
         batch: list[tuple[Any, Any]] = []
         size = 0
         batch_bytes = self.config.memory_plan().input_batch_bytes
@@ -407,7 +408,7 @@ class CoordinatorServer(Liveness):
             size += len(value) if isinstance(value, (str, bytes)) else sys.getsizeof(value)
             if size >= batch_bytes or i == len(keys) - 1:
                 data = pickle.dumps(batch, protocol=5)
-                yield self._compressor.compress(data) if compress else data
+                yield self._compressor.compress(data) if compress else data, i == len(keys) - 1
                 batch, size = [], 0
 
     def _committed_runs(self, partition: int) -> list[Any]:

@@ -172,9 +172,9 @@ class Config:
         return self.partitions or job_partitions or DEFAULT_PARTITIONS
 
 
-_STORED = ("workers", "bind", "port", "memory_budget_bytes", "map_buffer_bytes", "block_bytes", "zstd_level", "map_size_bytes",
-           "max_frame_bytes", "max_attempts", "sync", "compress_inputs", "lease_s", "heartbeat_every_s", "backup_tasks", "ssh_hosts",
-           "accept_new_host_keys", "ssh_known_hosts", "ssh_config_file", "shuffle_mode", "shared_root",
+_STORED = ("workers", "bind", "port", "memory_budget_bytes", "map_buffer_bytes", "block_bytes", "zstd_level",
+           "map_size_bytes", "max_frame_bytes", "max_attempts", "sync", "compress_inputs", "lease_s",
+           "heartbeat_every_s", "backup_tasks", "ssh_hosts", "accept_new_host_keys", "ssh_known_hosts", "ssh_config_file", "shuffle_mode", "shared_root",
            "tls", "tls_cert", "tls_key", "tls_ca")
 
 

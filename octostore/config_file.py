@@ -101,7 +101,8 @@ class ConfigFile:
 
 _CONFIG_FIELDS = {
     "workers": "workers", "partitions": "partitions", "map_tasks": "map_tasks", "coordinator_bind": "bind",
-    "coordinator_port": "port", "memory_budget": "memory_budget_bytes", "map_buffer_bytes": "map_buffer_bytes", "zstd_level": "zstd_level", "compress_inputs": "compress_inputs",
+    "coordinator_port": "port", "memory_budget": "memory_budget_bytes", "map_buffer_bytes": "map_buffer_bytes",
+    "zstd_level": "zstd_level", "compress_inputs": "compress_inputs",
     "max_attempts": "max_attempts", "lease_s": "lease_s", "state_sync": "sync", "progress": "progress",
     "ssh_accept_new_host_keys": "accept_new_host_keys", "shuffle_mode": "shuffle_mode", "tls_enabled": "tls",
 }

@@ -311,7 +311,8 @@ class Worker:
 
             def reduce() -> None:
                 block_bytes, zstd_level = self.settings["block_bytes"], self.settings["zstd_level"]
-                runs = received.runs(fan_in=self.settings["merge_fan_in"], block_bytes=block_bytes, zstd_level=zstd_level)
+                runs = received.runs(fan_in=self.settings["merge_fan_in"], block_bytes=block_bytes,
+                                     zstd_level=zstd_level)
                 keys[0] = reduce_runs(self.functions, runs, block_bytes=block_bytes, zstd_level=zstd_level,
                                       values_memory_bytes=self.settings["values_memory_bytes"], emit=emit)
 

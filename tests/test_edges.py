@@ -90,9 +90,11 @@ def test_a_worker_on_another_python_is_refused_with_the_reason(home: Path) -> No
         server.kill()
 
 
-def test_progress_lines_show_the_workers_by_host(home: Path) -> None:
-    result = octo(home, "submit", str(JOBS / "combiner.py"), "--workers", "2", "--progress", "lines")
+def test_progress_lines_show_the_workers_by_host(home: Path, tmp_path: Path) -> None:
+    job = JOBS / "rendezvous.py"  # both workers join before any task ends, however fast the job
+    result = octo(home, "submit", str(job), "--workers", "2", "--progress", "lines", OCTO_TEST_RENDEZVOUS=str(tmp_path))
     assert result.returncode == 0, result.stderr
+    assert result.stdout == oracle.final_output(job)
     host = os.uname().nodename
     phase_ends = [line for line in result.stderr.splitlines() if line.startswith("octo: map: ")]
     assert phase_ends and phase_ends[-1].endswith(f"; 2 workers: {host} x2"), result.stderr

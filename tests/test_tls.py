@@ -38,10 +38,14 @@ def certs(tmp_path: Path) -> dict[str, Path]:
     return {"cert": cert, "key": key, "other": other, "config": config}
 
 
-def test_submit_with_tls_and_local_workers_matches_the_oracle(home: Path, certs: dict[str, Path]) -> None:
-    result = octo(home, "submit", str(JOB), "--workers", "2", "--config", str(certs["config"]))
+def test_submit_with_tls_and_local_workers_matches_the_oracle(home: Path, certs: dict[str, Path],
+                                                              tmp_path: Path) -> None:
+    job = JOBS / "rendezvous.py"  # both workers join before any task ends, however fast the job
+    (tmp_path / "rendezvous").mkdir()
+    result = octo(home, "submit", str(job), "--workers", "2", "--config", str(certs["config"]),
+                  OCTO_TEST_RENDEZVOUS=str(tmp_path / "rendezvous"))
     assert result.returncode == 0, result.stderr
-    assert result.stdout == oracle.final_output(JOB)
+    assert result.stdout == oracle.final_output(job)
     assert "2 connected" in result.stderr and "refused" not in result.stderr
 
 

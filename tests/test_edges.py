@@ -92,7 +92,9 @@ def test_a_worker_on_another_python_is_refused_with_the_reason(home: Path) -> No
 
 def test_progress_lines_show_the_workers_by_host(home: Path, tmp_path: Path) -> None:
     job = JOBS / "rendezvous.py"  # both workers join before any task ends, however fast the job
-    result = octo(home, "submit", str(job), "--workers", "2", "--progress", "lines", OCTO_TEST_RENDEZVOUS=str(tmp_path))
+    (tmp_path / "rendezvous").mkdir()
+    result = octo(home, "submit", str(job), "--workers", "2", "--progress", "lines",
+                  OCTO_TEST_RENDEZVOUS=str(tmp_path / "rendezvous"))
     assert result.returncode == 0, result.stderr
     assert result.stdout == oracle.final_output(job)
     host = os.uname().nodename

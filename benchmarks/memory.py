@@ -15,6 +15,11 @@ the large/small ratios: both RSS ratios should stay <= 1.3x (memory does not
 grow with the data) and the s/GiB ratio <= ~1.0-1.1 (time grows at most
 linearly).  Options after `--` go to `octo submit` (e.g. `-- --config x.yaml`).
 
+Each corpus is 64 files by default (make_corpus.py's default), so one file,
+which is one source value the coordinator reads and ships whole, is 1.6 MiB at
+100 MiB but 16 MiB at 1 GiB.  --large-files 640 keeps the file size the same
+at both sizes, separating "grows with the data" from "grows with one value".
+
 The reference is computed on disk, not with collections.Counter: in the
 --unique corpus nearly every word is distinct (9,961,472 of 9,961,472 at
 100 MiB, 101,187,553 of 101,187,584 at 1 GiB), and a streaming Counter over
@@ -211,8 +216,8 @@ def compare(got_path: Path, ref_path: Path) -> tuple[int, int]:
 
 # --- the benchmark ------------------------------------------------------------------------
 
-def run_size(mb: float, a: argparse.Namespace, tmp: Path) -> dict:
-    data = corpus(mb, "--unique")
+def run_size(mb: float, files_wanted: int, a: argparse.Namespace, tmp: Path) -> dict:
+    data = corpus(mb, "--unique", *(["--files", str(files_wanted)] if files_wanted != 64 else []))
     files = sorted(str(p) for p in data.glob("*.txt"))
     input_bytes = sum(os.path.getsize(f) for f in files)
     env = {**os.environ, "OCTO_HOME": str(tmp / f"home-{mb:g}"), "OCTO_BENCH_CORPUS": str(data),
@@ -239,13 +244,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--small-mb", type=float, default=100)
     ap.add_argument("--large-mb", type=float, default=1024)
+    ap.add_argument("--small-files", type=int, default=64, help="files of the small corpus (each a source value)")
+    ap.add_argument("--large-files", type=int, default=64,
+                    help="files of the large corpus; 64 * large/small keeps one file (one value) the same size")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--sample", action="store_true",
                     help="sample smaps_rollup every 0.5 s: peak Rss split into anonymous and file-backed")
     ap.add_argument("octo_args", nargs="*", help="extra `octo submit` options, after --")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="octo-bench-") as tmp:
-        results = [run_size(mb, a, Path(tmp)) for mb in (a.small_mb, a.large_mb)]
+        results = [run_size(a.small_mb, a.small_files, a, Path(tmp)), run_size(a.large_mb, a.large_files, a, Path(tmp))]
     for r in results:
         print(f"{r['mb']:g} MiB --unique ({r['bytes'] / 2**20:.0f} MiB in {r['files']} files, "
               f"{r['distinct']} distinct words, {r['total']} words; output identical to the reference): "

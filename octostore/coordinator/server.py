@@ -403,13 +403,14 @@ class CoordinatorServer(Liveness):
         size = 0
         batch_bytes = self.config.memory_plan().input_batch_bytes
         for i, key in enumerate(keys):
-            value = self.job.source[key]
-            batch.append((key, value))
+            batch.append((key, self.job.source[key]))
+            value = batch[-1][1]
             size += len(value) if isinstance(value, (str, bytes)) else sys.getsizeof(value)
             if size >= batch_bytes or i == len(keys) - 1:
                 data = pickle.dumps(batch, protocol=5)
+                # Only the pickle stays alive while it is sent: a large source value is not held twice.
+                batch, size, value = [], 0, None
                 yield self._compressor.compress(data) if compress else data, i == len(keys) - 1
-                batch, size = [], 0
 
     def _committed_runs(self, partition: int) -> list[Any]:
         """Every committed run of `partition`: a segment list, or (paths mode) {"file", "blocks"}."""

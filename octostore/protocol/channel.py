@@ -14,9 +14,9 @@ import threading
 from typing import Any
 
 from ..errors import ConnectionLost
-from .frames import Opener, Sealer, frame, read_frame, recv_frame_buffer, send_buffers
+from .frames import Opener, Sealer, frame, read_frame, recv_frame_buffer, send_buffers, write_buffers
 from .handshake import COORDINATOR_TO_WORKER, WORKER_TO_COORDINATOR, accept_handshake, connect_handshake
-from .messages import decode_message, encode_message
+from .messages import decode_message, encode_message_parts
 from .tls import TlsSocket
 
 
@@ -30,6 +30,7 @@ class AsyncChannel:
         self._sealer: Sealer | None = None
         self._opener: Opener | None = None
         self._corked: list[bytes] = []  # frames held back by send(flush=False)
+        self._write_lock = asyncio.Lock()
         self.bytes_in = 0
         self.bytes_out = 0
 
@@ -49,17 +50,17 @@ class AsyncChannel:
         With flush=False the frame is held back and goes out with the next flushed
         one, in one system call (a small task's MapTask, Input and InputEnd)."""
         assert self._sealer is not None, "send before authenticate"
-        payload = encode_message(msg)
-        self._corked += frame(payload, self._sealer.seal(payload))
-        self.bytes_out += len(payload)
+        parts = encode_message_parts(msg)
+        self._corked += frame(*parts, self._sealer.seal(*parts))  # sealed in call order: sequence numbers
+        self.bytes_out += sum(map(len, parts))
         if not flush:
             return
-        buffers, self._corked = self._corked, []
-        try:
-            self.writer.writelines(buffers)
-            await self.writer.drain()
-        except (OSError, RuntimeError) as e:  # reset, broken pipe; RuntimeError: transport already closed
-            raise ConnectionLost(f"connection error while sending: {e}") from None
+        async with self._write_lock:  # a large frame goes out in chunks: no other frame in between
+            buffers, self._corked = self._corked, []
+            try:
+                await write_buffers(self.writer, buffers)
+            except (OSError, RuntimeError) as e:  # reset, broken pipe; RuntimeError: transport already closed
+                raise ConnectionLost(f"connection error while sending: {e}") from None
 
     async def recv(self) -> Any:
         """Receive one message; raise ConnectionLost or ProtocolError."""
@@ -108,9 +109,9 @@ class SyncChannel:
         With flush=False the frame waits for the next flushed send (a TaskDone and the
         Ready after it go out in one system call)."""
         assert self._sealer is not None, "send before authenticate"
-        payload = encode_message(msg)
+        parts = encode_message_parts(msg)
         with self._send_lock:
-            self._corked += frame(payload, self._sealer.seal(payload))
+            self._corked += frame(*parts, self._sealer.seal(*parts))
             if flush:
                 buffers, self._corked = self._corked, []
                 send_buffers(self.sock, buffers)

@@ -93,6 +93,33 @@ def write_frame(writer: asyncio.StreamWriter, *parts: bytes) -> None:
     writer.writelines(frame(*parts))
 
 
+WRITE_CHUNK_BYTES = 1024 * 1024
+
+
+async def write_buffers(writer: asyncio.StreamWriter, buffers: list[bytes]) -> None:
+    """Write frames (from ``frame``) on an asyncio stream and wait until it has room again.
+
+    Large buffers go in chunks, draining after each: asyncio's socket transport joins what
+    writelines() is given and copies whatever the socket does not take at once, so a 16 MiB
+    source value written whole was held three more times while it went out.  The caller must
+    not let another write in between (AsyncChannel holds a lock)."""
+    small: list[bytes] = []
+    for buffer in buffers:
+        if len(buffer) <= WRITE_CHUNK_BYTES:
+            small.append(buffer)
+            continue
+        if small:
+            writer.writelines(small)
+            small = []
+        view = memoryview(buffer)
+        for start in range(0, len(view), WRITE_CHUNK_BYTES):
+            writer.write(view[start : start + WRITE_CHUNK_BYTES])
+            await writer.drain()
+    if small:
+        writer.writelines(small)
+    await writer.drain()
+
+
 def send_frame(sock: BlockingStream, *parts: bytes) -> None:
     """Send one frame made of `parts` on a blocking socket."""
     send_buffers(sock, frame(*parts))
@@ -145,14 +172,15 @@ class Sealer:
         self._direction = direction
         self._seq = 0
 
-    def seal(self, payload: bytes | memoryview) -> bytes:
-        """Return the MAC to append to `payload` (and advance the sequence number)."""
+    def seal(self, *parts: bytes | memoryview) -> bytes:
+        """Return the MAC to append to the payload made of `parts` (and advance the sequence number)."""
         prefix = self._direction + self._seq.to_bytes(8, "big")
         self._seq += 1
-        if len(payload) <= SMALL_FRAME_BYTES:  # one-shot C call; copying a small payload is cheaper
-            return hmac.digest(self._key, prefix + payload, "sha256")
+        if sum(map(len, parts)) <= SMALL_FRAME_BYTES:  # one-shot C call; copying a small payload is cheaper
+            return hmac.digest(self._key, b"".join([prefix, *parts]), "sha256")
         mac = hmac.new(self._key, prefix, hashlib.sha256)
-        mac.update(payload)
+        for part in parts:
+            mac.update(part)
         return mac.digest()
 
 

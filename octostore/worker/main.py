@@ -226,6 +226,7 @@ class Worker:
         for items in self._inputs():
             if failure is None:
                 failure = self._map_items(task, output, items)
+            del items  # not alive while the next batch is received
         if failure is None:
             failure = self._guard(task, MAP, "combinefn", None, output.spill)
         if failure is None and writer is not None:
@@ -289,7 +290,10 @@ class Worker:
                 return
             if isinstance(msg, Input):
                 self._input_bytes += len(msg.items)
-                yield pickle.loads(self._decompressor.decompress(msg.items) if msg.compressed else msg.items)
+                items = pickle.loads(self._decompressor.decompress(msg.items) if msg.compressed else msg.items)
+                del msg  # the pickle is not kept alive while its items are mapped
+                yield items
+                del items
             elif isinstance(msg, (RunBlocks, RunRanges, MapPaths)):
                 yield msg
             else:

@@ -51,6 +51,35 @@ def test_reading_unmaps_what_it_read_and_readers_interleave(tmp_path: Path) -> N
     store.close()
 
 
+def mapped_kib(path: Path) -> int:
+    """Resident KiB of this process's mappings of `path` (from /proc/self/smaps)."""
+    total, inside = 0, False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            fields = line.split()
+            if "-" in fields[0] and len(fields) >= 5:  # a mapping's header line
+                inside = len(fields) >= 6 and fields[5] == str(path)
+            elif inside and fields[0] == "Rss:":
+                total += int(fields[1])
+    return total
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux's /proc/self/smaps")
+def test_release_unmaps_the_pages_read_and_the_store_reads_on(tmp_path: Path) -> None:
+    """What the coordinator does after sending a reduce task's runs: below the remap window,
+    the pages read would otherwise stay in its RSS until the end of the job."""
+    store = SegmentStore(tmp_path / "s", 1 << 20)
+    blocks = [os.urandom(1 << 20) for _ in range(6)]  # 6 MiB, below REMAP_AFTER_BYTES
+    ids = [store.append_segment([block]) for block in blocks]
+    data = tmp_path / "s" / "data.mdb"
+    assert list(store.iter_blocks(ids)) == blocks
+    assert mapped_kib(data) >= 5 * 1024
+    store.release()
+    assert mapped_kib(data) < 1024
+    assert list(store.iter_blocks(ids[::-1])) == blocks[::-1]
+    store.close()
+
+
 def test_map_grows_when_full(tmp_path: Path) -> None:
     tiny = 64 * 1024
     store = SegmentStore(tmp_path / "s", tiny)

@@ -438,6 +438,7 @@ class CoordinatorServer(Liveness):
                     batch, size = [], 0
             if batch:
                 await worker.channel.send(RunBlocks(run, batch))
+        store.release()
 
     # -- output and commits ---------------------------------------------------------------
 

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .. import __version__, failpoints
+from ..allocator import return_freed_memory
 from ..config import Config
 from ..errors import DiskFull, JobError, JobFailed, UsageError, UserCodeError
 from ..home import JobPaths, job_paths, new_job_id, require_job
@@ -130,6 +131,7 @@ def _run_job(job: Job, job_id: str, config: Config, paths: JobPaths, state: Stat
              secret: bytes, launch: Launch | None, on_listening: Callable[[str, int], None] | None,
              started: float) -> JobReport:
     """Serve whatever tasks are not DONE, call final(), mark the job DONE (or FAILED or CANCELLED)."""
+    return_freed_memory()
     meta = state.meta()
     partitions, map_tasks = meta["partitions"], meta["map_tasks"]
     try:

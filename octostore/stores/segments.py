@@ -29,7 +29,9 @@ reading process's RSS until the map is unmapped (clean page cache, but RSS
 all the same).  A coordinator serving a 1 GiB shuffle would grow by the whole
 spill.  So ``iter_blocks`` reads one segment per transaction, never holding a
 transaction open across a yield, and after ``REMAP_AFTER_BYTES`` of reads the
-environment is closed and opened again, which unmaps what was read.  Safe
+environment is closed and opened again, which unmaps what was read; the
+coordinator also calls ``release`` once it has sent a reduce task's runs, or
+every partition's last pages would stay mapped to the end of the job.  Safe
 because this process's transactions are all short and synchronous (one event
 loop thread): between two steps of any reader none is open.
 """
@@ -48,8 +50,9 @@ from . import lmdbenv
 
 _KEY = struct.Struct(">QI")
 
-REMAP_AFTER_BYTES = 32 * 1024 * 1024
-"""Bytes read through the memory map after which it is unmapped (closed and opened again)."""
+REMAP_AFTER_BYTES = 8 * 1024 * 1024
+"""Bytes read through the memory map after which it is unmapped (closed and opened again): a
+reopen costs well under a millisecond, and the coordinator reads a store per reduce in flight."""
 
 
 class SegmentStore:
@@ -61,7 +64,7 @@ class SegmentStore:
         self.env = lmdbenv.open_env(path, map_size_bytes, sync=False, readonly=readonly)
         self._next_id = self._last_segment_id() + 1
         self._read_since_open = 0
-        self._env_lock = threading.Lock()  # sync() runs in the commit thread; _remap() swaps the env
+        self._env_lock = threading.Lock()  # sync() runs in the commit thread; release() swaps the env
 
     def _last_segment_id(self) -> int:
         with self.env.begin() as txn, txn.cursor() as cur:
@@ -89,7 +92,7 @@ class SegmentStore:
             blocks = self._segment_blocks(segment_id)
             self._read_since_open += sum(map(len, blocks))
             if self._read_since_open >= REMAP_AFTER_BYTES:
-                self._remap()
+                self.release()
             yield from blocks
 
     def _segment_blocks(self, segment_id: int) -> list[bytes]:
@@ -102,8 +105,10 @@ class SegmentStore:
                     blocks.append(block)
         return blocks
 
-    def _remap(self) -> None:
-        """Close and reopen the environment: its pages read so far leave this process's RSS."""
+    def release(self) -> None:
+        """Unmap the pages read so far (close and reopen the environment): they leave this process's RSS."""
+        if not self._read_since_open:
+            return
         with self._env_lock:
             map_size = self.env.info()["map_size"]
             self.env.close()

@@ -37,6 +37,7 @@ from typing import Any
 import zstandard
 
 from .. import __version__
+from ..allocator import return_freed_memory
 from ..errors import ConnectionLost, JobError, ProtocolError, UsageError
 from ..files import read_file
 from ..job import WorkerFunctions, format_user_traceback, unpack_functions
@@ -86,6 +87,7 @@ def run_worker(address: tuple[str, int], secret: bytes, *, wait_s: float = 30.0,
     With `tls_ca` (a PEM file) the connection is TLS, and the coordinator's
     certificate must verify against it for the host name or IP in `address`."""
     context = client_context(tls_ca) if tls_ca else None  # a bad CA file is a usage error: check before dialling
+    return_freed_memory()
     channel = SyncChannel(connect(address, wait_s), max_frame_bytes)
     try:
         _open_channel(channel, address, secret, context, tls_ca)

@@ -100,6 +100,7 @@ class CoordinatorServer(Liveness):
                  secret: bytes, epoch: int, partitions: int, map_tasks: int, progress: Progress) -> None:
         self.job, self.job_id, self.config, self.paths = job, job_id, config, paths
         self.state, self.secret, self.epoch = state, secret, epoch
+        self.plan = config.memory_plan()  # the workers' shares of the budget, and the input batch size
         self.partitions, self.progress = partitions, progress
         records = [((kind, t), r) for kind in (MAP, REDUCE) for t, r in state.tasks(kind)]
         done = [task for task, r in records if r.state is TaskState.DONE]
@@ -294,10 +295,9 @@ class CoordinatorServer(Liveness):
         log.info("worker %s joined (octostore %s); %d connected", worker.name, hello.version, len(self._workers))
         self._show_workers()
         try:
-            plan = self.config.memory_plan()
             settings = {"partitions": self.partitions, "block_bytes": self.config.block_bytes,
-                        "zstd_level": self.config.zstd_level, "map_buffer_bytes": plan.map_buffer_bytes,
-                        "values_memory_bytes": plan.values_memory_bytes, "merge_fan_in": plan.merge_fan_in,
+                        "zstd_level": self.config.zstd_level, "map_buffer_bytes": self.plan.map_buffer_bytes,
+                        "values_memory_bytes": self.plan.values_memory_bytes, "merge_fan_in": self.plan.merge_fan_in,
                         "max_attempts": self.config.max_attempts,
                         "heartbeat_every_s": self.config.resolved_heartbeat_s(),
                         "shared_dir": str(self.shared_dir) if self.shared_dir is not None else None}
@@ -401,7 +401,7 @@ class CoordinatorServer(Liveness):
         if `compress` (runs in the source thread)."""
         batch: list[tuple[Any, Any]] = []
         size = 0
-        batch_bytes = self.config.memory_plan().input_batch_bytes
+        batch_bytes = self.plan.input_batch_bytes
         for i, key in enumerate(keys):
             batch.append((key, self.job.source[key]))
             value = batch[-1][1]
@@ -429,7 +429,7 @@ class CoordinatorServer(Liveness):
                 continue
             batch: list[bytes] = []
             size = 0
-            batch_bytes = self.config.memory_plan().input_batch_bytes
+            batch_bytes = self.plan.input_batch_bytes
             for block in store.iter_blocks(segments):
                 batch.append(block)
                 size += len(block)

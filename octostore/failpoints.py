@@ -53,6 +53,11 @@ def check() -> None:
         raise _error
 
 
+def armed(name: str) -> bool:
+    """Whether point `name` is armed: a loop run per record checks once, then calls hit()."""
+    return name in _armed
+
+
 def hit(name: str) -> None:
     """Count a pass through point `name`; SIGKILL this process on the armed pass."""
     if name in _armed:

@@ -31,6 +31,17 @@ def test_piping_final_into_head_ends_the_job_cleanly(home: Path) -> None:
     assert again.stdout == "".join(f"{k}\t{v}\n" for k, v in oracle.run(job))
 
 
+def test_a_job_without_final_prints_nothing_and_counts_its_results(home: Path) -> None:
+    job = JOBS / "no_final.py"
+    done = octo(home, "-v", "submit", str(job), "--workers", "1", "--job-id", "quiet")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
+    expected = oracle.run(job)
+    assert f"the job has no final(); print its {len(expected)} results with: octo results quiet" in done.stderr
+    listed = octo(home, "results", "quiet")
+    assert listed.stdout == "".join(f"{k}\t{v}\n" for k, v in expected)
+
+
 def test_results_of_a_failed_job_are_refused(home: Path) -> None:
     failed = octo(home, "submit", str(JOBS / "bad_map_raises.py"), "--workers", "1", "--job-id", "broken")
     assert failed.returncode == 1, failed.stderr

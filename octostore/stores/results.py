@@ -19,6 +19,13 @@ from .state import StateStore, TaskState
 
 def iter_results(state: StateStore, results: SegmentStore) -> Iterator[tuple[Any, Any]]:
     """Yield (key, value) for every committed result, in key order."""
+    for keys, values in iter_result_batches(state, results):
+        yield from zip(keys, values)
+
+
+def iter_result_batches(state: StateStore, results: SegmentStore) -> Iterator[tuple[list[Any], list[Any]]]:
+    """Yield every committed result in key order as batches (keys, values): a loop over a
+    hundred million results pays for one generator step per batch, not per result."""
     runs = [
         results.iter_blocks(record.output)
         for _, record in state.tasks("reduce")
@@ -26,4 +33,4 @@ def iter_results(state: StateStore, results: SegmentStore) -> Iterator[tuple[Any
     ]
     for batch in merge_blocks(runs):
         keys_enc, _, payloads = zip(*batch)
-        yield from zip(decode_keys(list(keys_enc)), map(pickle.loads, payloads))
+        yield decode_keys(list(keys_enc)), list(map(pickle.loads, payloads))

@@ -32,10 +32,10 @@ freshly written pages next to it (measured: 41 MiB mapped after 40 MB of
 appends).  A coordinator would grow by the whole spill, once while storing
 it and again while serving it.  So ``iter_blocks`` reads one segment per
 transaction, never holding a transaction open across a yield, and after
-``REMAP_AFTER_BYTES`` read or appended the
-environment is closed and opened again, which unmaps what was read; the
-coordinator also calls ``release`` once it has sent a reduce task's runs, or
-every partition's last pages would stay mapped to the end of the job.  Safe
+``REMAP_AFTER_BYTES`` read or appended the environment is closed and opened
+again, which unmaps those pages; the coordinator also calls ``release`` once
+it has sent a reduce task's runs, or every partition's last pages would stay
+mapped to the end of the job.  Safe
 because this process's transactions are all short and synchronous (one event
 loop thread): between two steps of any reader none is open.
 """

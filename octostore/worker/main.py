@@ -22,6 +22,7 @@ dies, for any reason including ``kill -9``, its workers die too.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import pickle
@@ -80,6 +81,14 @@ def connect(address: tuple[str, int], wait_s: float) -> socket.socket:
         return sock
 
 
+GC_YOUNG_THRESHOLD = 50_000
+"""Allocations between two young-generation collections in a worker (CPython's default is 700).
+A map task allocates one tuple per pair its mapfn yields, millions of short-lived objects, none
+in a cycle: at 700 the collector ran ~1,300 times over 8 corpus files, and the map side of those
+files took 2-8% less process time at 50,000 (best of 3 to 7, in four runs).  Cyclic garbage is
+still collected, just less often."""
+
+
 def run_worker(address: tuple[str, int], secret: bytes, *, wait_s: float = 30.0, max_frame_bytes: int,
                tls_ca: str | None = None) -> None:
     """Work for the coordinator at `address` until it says the job is over.
@@ -88,6 +97,7 @@ def run_worker(address: tuple[str, int], secret: bytes, *, wait_s: float = 30.0,
     certificate must verify against it for the host name or IP in `address`."""
     context = client_context(tls_ca) if tls_ca else None  # a bad CA file is a usage error: check before dialling
     return_freed_memory()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
     channel = SyncChannel(connect(address, wait_s), max_frame_bytes)
     try:
         _open_channel(channel, address, secret, context, tls_ca)

@@ -8,7 +8,7 @@ submit` on two corpora from ../shared/bench/make_corpus.py --unique, where
 almost every word is a random token seen once: the groups together outgrow
 memory, so grouping must spill to disk.  (Making the 1 GiB corpus takes
 10-20 minutes on 2 cores, once; it is cached in $OCTO_BENCH_CACHE, default
-/tmp/octo-bench.  The 1 GiB run itself took ~18 minutes, plus ~4 for its
+/tmp/octo-bench.  The 1 GiB run itself takes 10-12 minutes, plus 2-4 for its
 reference.)  For each size it prints wall time, seconds per GiB of
 input and the peak RSS octo reports for the coordinator and the workers, then
 the large/small ratios: both RSS ratios should stay <= 1.3x (memory does not

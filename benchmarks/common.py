@@ -51,3 +51,13 @@ def peak_rss(stderr: str) -> tuple[float, float]:
     """(coordinator MiB, worker MiB) from the report line octo prints at the end."""
     m = re.search(r"peak RSS: coordinator (\d+) MiB, workers (\d+) MiB", stderr)
     return (float(m.group(1)), float(m.group(2))) if m else (float("nan"), float("nan"))
+
+
+def parse_word_counts(path: Path) -> dict[str, int]:
+    """The word count job's output (final() prints `word count` lines) as {word: count}."""
+    counts = {}
+    with open(path) as f:
+        for line in f:
+            word, _, n = line.rstrip("\n").rpartition(" ")
+            counts[word] = int(n)
+    return counts

@@ -30,7 +30,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, corpus, run_octo  # noqa: E402
+from common import ROOT, corpus, parse_word_counts, run_octo  # noqa: E402
 
 
 def reference(files: list[str]) -> dict[str, int]:
@@ -40,15 +40,6 @@ def reference(files: list[str]) -> dict[str, int]:
             for line in f:
                 counts.update(word.lower() for word in line.split())
     return dict(counts)
-
-
-def parse_output(path: Path) -> dict[str, int]:
-    counts = {}
-    with open(path) as f:
-        for line in f:
-            word, _, n = line.rstrip("\n").rpartition(" ")
-            counts[word] = int(n)
-    return counts
 
 
 def alternate(a: argparse.Namespace, run) -> dict[bool, list[float]]:
@@ -96,7 +87,7 @@ def main() -> None:
             out = Path(tmp) / "out.txt"
             wall, stderr = run_octo(ROOT / "benchmarks" / "wordcount_job.py", "--workers", str(a.workers),
                                     "--progress", "off", *config(synced), *a.octo_args, env=env, stdout_path=out)
-            if (got := parse_output(out)) != expected:
+            if (got := parse_word_counts(out)) != expected:
                 sys.exit(f"MISMATCH ({'synced' if synced else 'unsynced'}, round {i + 1}): octostore gave "
                          f"{len(got)} words, the reference {len(expected)}")
             return wall

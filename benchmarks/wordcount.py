@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from baselines import BASELINES, Skip  # noqa: E402
-from common import ROOT, corpus, peak_rss, run_octo  # noqa: E402
+from common import ROOT, corpus, parse_word_counts, peak_rss, run_octo  # noqa: E402
 
 
 def count_file(path: str) -> collections.Counter[str]:
@@ -41,15 +41,6 @@ def baseline(files: list[str], workers: int) -> collections.Counter[str]:
         for counts in pool.imap_unordered(count_file, files):
             total.update(counts)
     return total
-
-
-def parse_output(path: Path) -> dict[str, int]:
-    counts = {}
-    with open(path) as f:
-        for line in f:
-            word, _, n = line.rstrip("\n").rpartition(" ")
-            counts[word] = int(n)
-    return counts
 
 
 def main() -> None:
@@ -82,7 +73,7 @@ def main() -> None:
             wall, stderr = run_octo(ROOT / "benchmarks" / "wordcount_job.py", "--workers", str(a.workers),
                                     "--progress", "off", *a.octo_args, env=env, stdout_path=out)
             octo_times.append(wall)
-            got = parse_output(out)
+            got = parse_word_counts(out)
             if got != dict(expected):
                 sys.exit(f"MISMATCH: octostore gave {len(got)} words, the baseline {len(expected)}")
             for name in names:

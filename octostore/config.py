@@ -174,8 +174,8 @@ class Config:
 
 _STORED = ("workers", "bind", "port", "memory_budget_bytes", "map_buffer_bytes", "block_bytes", "zstd_level",
            "map_size_bytes", "max_frame_bytes", "max_attempts", "sync", "compress_inputs", "lease_s",
-           "heartbeat_every_s", "backup_tasks", "ssh_hosts", "accept_new_host_keys", "ssh_known_hosts", "ssh_config_file", "shuffle_mode", "shared_root",
-           "tls", "tls_cert", "tls_key", "tls_ca")
+           "heartbeat_every_s", "backup_tasks", "ssh_hosts", "accept_new_host_keys", "ssh_known_hosts",
+           "ssh_config_file", "shuffle_mode", "shared_root", "tls", "tls_cert", "tls_key", "tls_ca")
 
 
 def _check_shuffle(mode: str, shared_root: str | None) -> None:

@@ -403,8 +403,8 @@ class CoordinatorServer(Liveness):
         size = 0
         batch_bytes = self.plan.input_batch_bytes
         for i, key in enumerate(keys):
-            batch.append((key, self.job.source[key]))
-            value = batch[-1][1]
+            value = self.job.source[key]
+            batch.append((key, value))
             size += len(value) if isinstance(value, (str, bytes)) else sys.getsizeof(value)
             if size >= batch_bytes or i == len(keys) - 1:
                 data = pickle.dumps(batch, protocol=5)
@@ -423,13 +423,13 @@ class CoordinatorServer(Liveness):
         ]
 
     async def _send_runs(self, worker: WorkerConn, store: SegmentStore, runs: list[Any]) -> None:
+        batch_bytes = self.plan.input_batch_bytes
         for run, segments in enumerate(runs):
             if is_file_entry(segments):  # paths mode: the reducer reads the blocks itself
                 await worker.channel.send(RunRanges(run, segments["file"], segments["blocks"]))
                 continue
             batch: list[bytes] = []
             size = 0
-            batch_bytes = self.plan.input_batch_bytes
             for block in store.iter_blocks(segments):
                 batch.append(block)
                 size += len(block)

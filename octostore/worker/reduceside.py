@@ -32,7 +32,6 @@ RESULT_BATCH_BYTES = 4 * 1024 * 1024
 """Reduce output sent to the coordinator per message."""
 
 
-
 class ReceivedRuns:
     """The runs of one reduce attempt: blocks received (kept in an unlinked temporary file) or
     byte ranges of map files on the shared filesystem (paths mode), with one block index per run."""

@@ -16,8 +16,9 @@ alone 0.49 s): grouping into lists adds 1.14 s, counting 0.76 s.
 
 ``Values`` is lazy: ``len()`` sums the records' counts without unpickling;
 iteration unpickles one record at a time; past ``memory_bytes`` (the memory
-plan's share, config.py) of serialized values a key's records move to a temporary file, so one key with
-more values than fit in memory streams from disk.  It can be iterated again.
+plan's share, config.py) of serialized values a key's records move to a
+temporary file, so one key with more values than fit in memory streams from
+disk.  It can be iterated again.
 """
 
 from __future__ import annotations

@@ -172,6 +172,9 @@ def check_source(path: Path, source: Any) -> None:
         )
 
 
+NO_ITEM: Any = object()  # "mapfn yielded nothing": None is an item, and a bad one
+
+
 def check_pairs(path: Path, mapfn: Callable[[Any, Any], Any], key: Any, value: Any) -> None:
     """Call mapfn once on the coordinator and check that it yields (key, value) pairs.
 
@@ -180,7 +183,7 @@ def check_pairs(path: Path, mapfn: Callable[[Any, Any], Any], key: Any, value: A
     try:
         with contextlib.redirect_stdout(sys.stderr):  # stdout is final()'s alone
             result = mapfn(key, value)
-            first = next(iter(result), None) if _is_iterable(result) else result
+            first = next(iter(result), NO_ITEM) if _is_iterable(result) else result
     except Exception as e:
         raise UserCodeError(f"{path}: mapfn raised {type(e).__name__} on key {key!r:.80}: {e}",
                             format_user_traceback(e), started=False) from None
@@ -193,13 +196,13 @@ def _is_iterable(obj: Any) -> bool:
     return hasattr(obj, "__iter__") and not isinstance(obj, (str, bytes, dict))
 
 
-def describe_bad_pairs(result: Any, first_item: Any) -> str | None:
+def describe_bad_pairs(result: Any, first_item: Any = NO_ITEM) -> str | None:
     """Say what is wrong with a mapfn result whose first item is `first_item`, or None."""
     if not _is_iterable(result):
         return f"returned {type(result).__name__} {_short(result)}, not an iterable of (key, value) pairs"
     if isinstance(result, tuple) and len(result) == 2 and not _is_pair(result[0]):
         return f"returned {_short(result)}, a single pair, instead of yielding (key, value) pairs"
-    if first_item is None:
+    if first_item is NO_ITEM:
         return None
     if not _is_pair(first_item):
         return f"yielded {_short(first_item)}, which is not a (key, value) pair"

@@ -135,6 +135,11 @@ def test_mapfn_that_returns_none(home: Path) -> None:
     assert "yield" in hint_line(result.stderr)
 
 
+def test_mapfn_that_yields_none(home: Path) -> None:
+    result = submit(home, JOBS / "bad_yields_none.py")
+    assert_refused(result, home, "bad_yields_none.py", "mapfn('doc-1', ...) yielded None, which is not a (key, value) pair")
+
+
 # -- bad options ---------------------------------------------------------------------------
 
 

@@ -35,7 +35,7 @@ from typing import Any
 
 from ..blocks import Record, pack_blocks
 from ..errors import JobError
-from ..job import WorkerFunctions, describe_bad_pairs, pair_hint
+from ..job import NO_ITEM, WorkerFunctions, describe_bad_pairs, pair_hint
 from ..keys import UnsupportedKeyError, encode_key, encode_keys
 from .values import MAX_VALUES_PER_RECORD, pack_list, pack_repeated
 
@@ -76,7 +76,7 @@ class MapOutput:
         self.records_in += 1
         result = self.functions.mapfn(key, value)
         if not hasattr(result, "__iter__") or isinstance(result, (str, bytes, dict)):
-            raise self._contract_error(key, result, None)
+            raise self._contract_error(key, result, NO_ITEM)
         pairs = iter(result)
         while chunk := list(islice(pairs, _CHUNK)):
             self.pairs_out += len(chunk)

@@ -9,6 +9,12 @@ the reducer sees every value: nothing is combined unless the job defines
 ``combinefn`` (then the run-length path is skipped and each key's list is
 combined at spill time).
 
+After a run-length chunk, the pairs that follow go through the compiled
+counting loop (``_runcount.c``, built at install when a C compiler is there)
+until one does not match; that pair starts the next chunk.  Without the
+extension every pair goes through chunks: the same records, ~28% more
+map-side time on the word count.
+
 When the buffer's estimated size passes ``buffer_bytes`` it is *spilled*: each
 distinct key is encoded (``keys.encode_key``) and partitioned by a stable hash
 of its encoding, each partition's records are sorted by encoded key, packed
@@ -39,9 +45,16 @@ from ..job import NO_ITEM, WorkerFunctions, describe_bad_pairs, pair_hint
 from ..keys import UnsupportedKeyError, encode_key, encode_keys
 from .values import MAX_VALUES_PER_RECORD, pack_list, pack_repeated
 
+try:
+    from ._runcount import count_run
+except ImportError:  # not built (no C compiler at install): chunks only
+    count_run = None
+
 _CHUNK = 512  # pairs taken from mapfn at a time: small enough to stay in cache (measured 512 < 4096)
 _KEY_OVERHEAD = 120  # bytes per distinct key beyond the key itself: dict slot, list or count
 _MAX_REPEATED = 8  # distinct repeated values counted run-length before falling back to lists
+_RUN = 8192  # pairs the compiled loop counts between two checks of the buffer's size
+_NOT_COUNTED = object()  # _add_chunk's answer for a chunk grouped into lists
 _first = itemgetter(0)
 
 Emit = Callable[[int, int, list[bytes]], None]  # (partition, run, blocks)
@@ -62,6 +75,7 @@ class MapOutput:
         self.records_in = 0
         self.pairs_out = 0
         self._run_length = functions.combinefn is None
+        self._count_run = count_run if self._run_length else None
         self._clear()
         self._value_bytes = 64  # running estimates, refreshed per chunk
         self._key_bytes = 64
@@ -78,13 +92,37 @@ class MapOutput:
         if not hasattr(result, "__iter__") or isinstance(result, (str, bytes, dict)):
             raise self._contract_error(key, result, NO_ITEM)
         pairs = iter(result)
-        while chunk := list(islice(pairs, _CHUNK)):
+        chunk = list(islice(pairs, _CHUNK))
+        while chunk:
             self.pairs_out += len(chunk)
-            self._add_chunk(key, result, chunk)
-            if self._estimated_bytes() >= self.buffer_bytes:
-                self.spill()
+            counted_value = self._add_chunk(key, result, chunk)
+            self._spill_if_full()
+            if counted_value is not _NOT_COUNTED and self._count_run is not None:
+                odd = self._count_while(pairs, counted_value)
+                chunk = [*odd, *islice(pairs, _CHUNK - len(odd))] if odd else []
+            else:
+                chunk = list(islice(pairs, _CHUNK))
 
-    def _add_chunk(self, key: Any, result: Any, chunk: list[Any]) -> None:
+    def _count_while(self, pairs: Any, value: Any) -> tuple[Any, ...]:
+        """Count pairs with this value in the compiled loop; return (the first other item,) or () at the end."""
+        assert self._count_run is not None
+        while True:
+            counts = self._counts_for(value)  # a fresh Counter after a spill
+            assert counts is not None  # value has its Counter already, or the spill emptied the table
+            counted, odd = self._count_run(pairs, counts, value, _RUN)
+            self.pairs_out += counted
+            if counts:
+                self._sample(next(reversed(counts)), None)  # the newest key: new keys are what fill the buffer
+            self._spill_if_full()
+            if odd or counted < _RUN:
+                return odd
+
+    def _spill_if_full(self) -> None:
+        if self._estimated_bytes() >= self.buffer_bytes:
+            self.spill()
+
+    def _add_chunk(self, key: Any, result: Any, chunk: list[Any]) -> Any:
+        """Buffer a chunk of pairs; return the value it was counted under, or _NOT_COUNTED."""
         try:
             keys, values = zip(*chunk, strict=True)  # ValueError unless every item has exactly 2 parts
             first = values[0]
@@ -92,7 +130,8 @@ class MapOutput:
                 counts = self._counts_for(first)
                 if counts is not None:
                     _count_elements(counts, keys)  # Counter.update's C loop, without its per-call checks
-                    return self._sample(keys[0], None)
+                    self._sample(keys[0], None)
+                    return first
             groups = self.groups
             for k, v in zip(keys, values):
                 listed = groups.get(k)
@@ -102,6 +141,7 @@ class MapOutput:
                     listed.append(v)
             self._listed_values += len(values)
             self._sample(keys[0], first)
+            return _NOT_COUNTED
         except (TypeError, ValueError):  # an item that is not a pair, or an unhashable key
             raise self._contract_error(key, result, _first_bad(chunk)) from None
 

@@ -1,7 +1,7 @@
 """The map side's buffer, with the compiled counting loop and without it.
 
-Every case runs twice, on the compiled loop (octostore/worker/_runcount.c) and
-on the pure-Python chunks it stands in for, and checks the spilled records,
+Every case runs twice, on the compiled counts (octostore/worker/_keycounts.c)
+and on the pure-Python chunks and Counter they stand in for, and checks the spilled records,
 decoded, against an independent reference: the pairs mapfn yields, grouped
 by key with a dict.  Values are compared as multisets of repr(), so 1, 1.0 and
 True stay distinct, as the reducer must see them.
@@ -31,7 +31,7 @@ COMPILED_AND_PURE = pytest.mark.parametrize("compiled", [True, False], ids=["com
 
 def test_the_compiled_loop_is_built() -> None:
     """`pip install -e .` builds the extension where a C compiler exists, as on every machine we test on."""
-    assert mapside.count_run is not None, "octostore/worker/_runcount.c did not build: see `pip install -e .`"
+    assert mapside.KeyCounts is not None, "octostore/worker/_keycounts.c did not build: see `pip install -e .`"
 
 
 def run_map(pairs_of: Callable[[Any, Any], Iterator[Any]], records: list[tuple[Any, Any]], *, compiled: bool,
@@ -39,7 +39,7 @@ def run_map(pairs_of: Callable[[Any, Any], Iterator[Any]], records: list[tuple[A
             combinefn: Callable[[Any, Any], Any] | None = None) -> tuple[mapside.MapOutput, dict[Any, Counter[str]]]:
     """Map `records` through a MapOutput; return it and {key: Counter(repr(value))} of everything it spilled."""
     if not compiled:
-        monkeypatch.setattr(mapside, "count_run", None)
+        monkeypatch.setattr(mapside, "KeyCounts", None)
     spilled: dict[Any, Counter[str]] = {}
 
     def emit(partition: int, run: int, blocks: list[bytes]) -> None:
@@ -196,35 +196,58 @@ def test_compiled_and_pure_give_the_same_records(stretches: list[tuple[int, int,
         assert spilled == expected
 
 
-class TestCountRun:
-    """The compiled loop's own contract (mapside.py relies on each point)."""
+class TestKeyCounts:
+    """The compiled counts' own contract (mapside.py relies on each point)."""
 
-    count_run = staticmethod(mapside.count_run or (lambda *a: pytest.skip("not built")))
+    @pytest.fixture
+    def counts(self) -> Any:
+        if mapside.KeyCounts is None:
+            pytest.skip("not built")
+        return mapside.KeyCounts()
 
-    def test_stops_at_the_limit_and_resumes_where_it_stopped(self) -> None:
+    def test_count_run_stops_at_the_limit_and_resumes_where_it_stopped(self, counts: Any) -> None:
         pairs = iter([("a", 1), ("b", 1), ("a", 1), ("c", 1)])
-        counts: dict[str, int] = {}
-        assert self.count_run(pairs, counts, 1, 3) == (3, ())
-        assert counts == {"a": 2, "b": 1}
-        assert self.count_run(pairs, counts, 1, 3) == (1, ())  # fewer than the limit: exhausted
-        assert counts == {"a": 2, "b": 1, "c": 1}
+        assert counts.count_run(pairs, 1, 3) == (3, ())
+        assert (counts.keys(), counts.values(), len(counts)) == (["a", "b"], [2, 1], 2)
+        assert counts.count_run(pairs, 1, 3) == (1, ())  # fewer than the limit: exhausted
+        assert (counts.keys(), counts.values(), counts.newest_key()) == (["a", "b", "c"], [2, 1, 1], "c")
 
     @pytest.mark.parametrize("odd", [("a", 2), ("a", True), ["a", 1], ("a", 1, 0), None, ([1], 1)],
                              ids=["other-value", "equal-not-identical", "list", "triple", "none", "unhashable"])
-    def test_returns_the_first_item_it_does_not_count(self, odd: Any) -> None:
+    def test_count_run_returns_the_first_item_it_does_not_count(self, counts: Any, odd: Any) -> None:
         pairs = iter([("a", 1), odd, ("a", 1)])
-        counts: dict[str, int] = {}
-        assert self.count_run(pairs, counts, 1, 10) == (1, (odd,))
-        assert counts == {"a": 1}
+        assert counts.count_run(pairs, 1, 10) == (1, (odd,))
+        assert (counts.keys(), counts.values()) == (["a"], [1])
         assert next(pairs) == ("a", 1)  # the item after the odd one is still in the iterator
 
-    def test_counts_add_to_existing_counts(self) -> None:
-        counts = Counter({"a": 5})
-        assert self.count_run(iter([("a", 1)] * 3), counts, 1, 10) == (3, ())
-        assert counts == Counter({"a": 8})
+    def test_count_run_lets_the_iterators_exception_through(self, counts: Any) -> None:
+        def pairs() -> Iterator[tuple[str, int]]:
+            yield "a", 1
+            raise ZeroDivisionError("mapfn's")
+        with pytest.raises(ZeroDivisionError, match="mapfn's"):
+            counts.count_run(pairs(), 1, 10)
+        assert counts.values() == [1]
 
-    def test_rejects_what_is_not_an_iterator_or_a_dict(self) -> None:
+    def test_add_counts_keys_and_refuses_unhashable_ones(self, counts: Any) -> None:
+        counts.add(["x", "y", "x"])
+        counts.add(iter(["y"]))
+        assert (counts.keys(), counts.values(), counts.newest_key()) == (["x", "y"], [2, 2], "y")
+        with pytest.raises(TypeError, match="unhashable"):
+            counts.add([[1]])
+
+    def test_keys_python_considers_equal_share_a_count(self, counts: Any) -> None:
+        counts.add([1, 1.0, True, "1"])
+        assert (counts.keys(), counts.values()) == ([1, "1"], [3, 1])
+
+    def test_many_keys_and_large_counts(self, counts: Any) -> None:
+        keys = [f"k{i}" for i in range(5000)]  # past the first allocation of 1,024 slots, several times
+        for _ in range(3):
+            counts.add(keys)
+        assert counts.count_run(iter([("k7", 1)] * 300_000), 1, 1 << 20) == (300_000, ())
+        assert counts.keys() == keys and counts.values() == [3] * 7 + [300_003] + [3] * 4992
+
+    def test_rejects_what_is_not_an_iterator(self, counts: Any) -> None:
         with pytest.raises(TypeError):
-            self.count_run([("a", 1)], {}, 1, 10)
+            counts.count_run([("a", 1)], 1, 10)
         with pytest.raises(TypeError):
-            self.count_run(iter([("a", 1)]), [], 1, 10)
+            mapside.KeyCounts("an argument")

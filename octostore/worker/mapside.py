@@ -3,17 +3,18 @@
 For each input (source key, value) the worker calls ``mapfn`` and takes its
 pairs in chunks of ``_CHUNK`` (``islice``: the user's generator runs in a C
 loop).  A chunk whose values are all the identical object (the word count's
-``1``) is counted with a ``Counter`` per such value (run-length form, see
-values.py); any other chunk is grouped into ``key -> [values]``.  Either way
+``1``) has its keys counted, one table of counts per such value (run-length
+form, see values.py); any other chunk is grouped into ``key -> [values]``.  Either way
 the reducer sees every value: nothing is combined unless the job defines
 ``combinefn`` (then the run-length path is skipped and each key's list is
 combined at spill time).
 
-After a run-length chunk, the pairs that follow go through the compiled
-counting loop (``_runcount.c``, built at install when a C compiler is there)
-until one does not match; that pair starts the next chunk.  Without the
-extension every pair goes through chunks: the same records, ~28% more
-map-side time on the word count.
+With the compiled ``KeyCounts`` (``_keycounts.c``, built at install when a C
+compiler is there), the counts live in it, and after a run-length chunk the
+pairs that follow are counted in its C loop until one does not match; that
+pair starts the next chunk.  Without the extension every pair goes through
+chunks and ``Counter``: the same records, ~35% more map-side time on the
+word count.
 
 When the buffer's estimated size passes ``buffer_bytes`` it is *spilled*: each
 distinct key is encoded (``keys.encode_key``) and partitioned by a stable hash
@@ -46,9 +47,9 @@ from ..keys import UnsupportedKeyError, encode_key, encode_keys
 from .values import MAX_VALUES_PER_RECORD, pack_list, pack_repeated
 
 try:
-    from ._runcount import count_run
-except ImportError:  # not built (no C compiler at install): chunks only
-    count_run = None
+    from ._keycounts import KeyCounts
+except ImportError:  # not built (no C compiler at install): chunks and Counter only
+    KeyCounts = None
 
 _CHUNK = 512  # pairs taken from mapfn at a time: small enough to stay in cache (measured 512 < 4096)
 _KEY_OVERHEAD = 120  # bytes per distinct key beyond the key itself: dict slot, list or count
@@ -75,14 +76,14 @@ class MapOutput:
         self.records_in = 0
         self.pairs_out = 0
         self._run_length = functions.combinefn is None
-        self._count_run = count_run if self._run_length else None
+        self._compiled = KeyCounts is not None and self._run_length
         self._clear()
         self._value_bytes = 64  # running estimates, refreshed per chunk
         self._key_bytes = 64
 
     def _clear(self) -> None:
         self.groups: dict[Any, list[Any]] = {}
-        self.repeated: dict[int, tuple[Any, Counter[Any]]] = {}  # id(value) -> (value, key counts)
+        self.repeated: dict[int, tuple[Any, Any]] = {}  # id(value) -> (value, its KeyCounts or Counter)
         self._listed_values = 0
 
     def map_record(self, key: Any, value: Any) -> None:
@@ -97,7 +98,7 @@ class MapOutput:
             self.pairs_out += len(chunk)
             counted_value = self._add_chunk(key, result, chunk)
             self._spill_if_full()
-            if counted_value is not _NOT_COUNTED and self._count_run is not None:
+            if counted_value is not _NOT_COUNTED and self._compiled:
                 odd = self._count_while(pairs, counted_value)
                 chunk = [*odd, *islice(pairs, _CHUNK - len(odd))] if odd else []
             else:
@@ -105,14 +106,12 @@ class MapOutput:
 
     def _count_while(self, pairs: Any, value: Any) -> tuple[Any, ...]:
         """Count pairs with this value in the compiled loop; return (the first other item,) or () at the end."""
-        assert self._count_run is not None
         while True:
-            counts = self._counts_for(value)  # a fresh Counter after a spill
-            assert counts is not None  # value has its Counter already, or the spill emptied the table
-            counted, odd = self._count_run(pairs, counts, value, _RUN)
+            counts = self._counts_for(value)  # fresh after a spill
+            assert counts is not None  # value has its counts already, or the spill emptied the table
+            counted, odd = counts.count_run(pairs, value, _RUN)
             self.pairs_out += counted
-            if counts:
-                self._sample(next(reversed(counts)), None)  # the newest key: new keys are what fill the buffer
+            self._sample(counts.newest_key(), None)  # new keys are what fill the buffer
             self._spill_if_full()
             if odd or counted < _RUN:
                 return odd
@@ -129,7 +128,10 @@ class MapOutput:
             if self._run_length and all(map(is_, values, repeat(first))):
                 counts = self._counts_for(first)
                 if counts is not None:
-                    _count_elements(counts, keys)  # Counter.update's C loop, without its per-call checks
+                    if self._compiled:
+                        counts.add(keys)
+                    else:
+                        _count_elements(counts, keys)  # Counter.update's C loop, without its per-call checks
                     self._sample(keys[0], None)
                     return first
             groups = self.groups
@@ -145,12 +147,14 @@ class MapOutput:
         except (TypeError, ValueError):  # an item that is not a pair, or an unhashable key
             raise self._contract_error(key, result, _first_bad(chunk)) from None
 
-    def _counts_for(self, value: Any) -> Counter[Any] | None:
+    def _counts_for(self, value: Any) -> Any:
+        """The KeyCounts (or Counter) of pairs with this value; None when the table is full."""
         entry = self.repeated.get(id(value))
         if entry is None:
             if len(self.repeated) >= _MAX_REPEATED:
                 return None
-            entry = self.repeated[id(value)] = (value, Counter())  # holding value keeps its id unique
+            counts = KeyCounts() if self._compiled else Counter()
+            entry = self.repeated[id(value)] = (value, counts)  # holding value keeps its id unique
         return entry[1]
 
     def _sample(self, k: Any, v: Any) -> None:

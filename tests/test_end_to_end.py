@@ -40,6 +40,28 @@ def test_lazy_datasource_over_files(home: Path, tmp_path: Path, monkeypatch: pyt
     assert result.stdout == oracle.final_output(job)
 
 
+def test_large_inputs_received_while_mapping_arrive_whole_and_in_order(home: Path, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files of ~530 KB under a 96 MiB budget: every Input batch (three files) is past
+    PREFETCH_AFTER_BYTES, so each next batch is received on the worker's helper thread
+    while the current one is mapped."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    rng = random.Random(5)
+    words = [f"w{i}" for i in range(5000)]
+    for i in range(12):
+        (corpus / f"book{i:02d}.txt").write_text("\n".join(" ".join(rng.choices(words, k=15))
+                                                          for _ in range(6000)))
+    config = tmp_path / "cluster.yaml"
+    config.write_text("memory_budget: 96MiB\n")  # input batches of 1.5 MiB
+    job = JOBS / "wordcount_lazy.py"
+    monkeypatch.setenv("OCTO_TEST_CORPUS", str(corpus))
+    result = octo(home, "submit", str(job), "--workers", "2", "--map-tasks", "2", "--config", str(config),
+                  "--progress", "off", OCTO_TEST_CORPUS=str(corpus))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == oracle.final_output(job)
+
+
 def test_a_tiny_map_buffer_spills_hundreds_of_runs_merged_in_passes(home: Path, tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """A 4 KiB map buffer spills every chunk: each partition gets far more runs than the

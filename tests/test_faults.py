@@ -144,7 +144,7 @@ def test_a_failing_job_resumes_after_the_fix_with_reload(home: Path, tmp_path: P
 
 
 def run_with_a_slow_worker(home: Path, job_id: str, *options: str) -> tuple[float, str, str]:
-    """`octo server` with one normal and one 10x slower client; return (seconds, stdout, stderr)."""
+    """`octo server` with one normal and one 30x slower client; return (seconds, stdout, stderr)."""
     job = JOBS / "straggler.py"
     started = time.monotonic()
     server, port = start_server(home, job, "--job-id", job_id, "--map-tasks", "16", "--progress", "off", *options,

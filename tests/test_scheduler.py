@@ -168,3 +168,22 @@ def test_a_committing_task_is_not_requeued_when_its_worker_is_lost() -> None:
     s.task_done(b.kind, b.task, b.attempt)
     assert s.phase is Phase.REDUCE
     s._check()
+
+
+def test_map_tasks_shrink_from_first_to_last_and_cover_every_key_once() -> None:
+    from octostore.coordinator.submit import _plan_map_tasks
+
+    assert [len(t) for t in _plan_map_tasks(list(range(64)), 8)] == [12, 11, 10, 8, 8, 6, 5, 4]
+    assert _plan_map_tasks([], 0) == [] and _plan_map_tasks(["a"], 1) == [["a"]]
+    rng = random.Random(2)
+    for _ in range(300):
+        count = rng.randint(1, 40)
+        keys = list(range(rng.randint(count, 5000)))
+        tasks = _plan_map_tasks(keys, count)
+        assert len(tasks) == count and [k for t in tasks for k in t] == keys
+        sizes = [len(t) for t in tasks]
+        assert min(sizes) >= 1
+        assert all(a >= b - 1 for a, b in zip(sizes, sizes[1:]))  # never growing, but for rounding
+        if len(keys) >= 20 * count >= 40:
+            mean = len(keys) / count
+            assert 1.3 * mean <= sizes[0] <= 1.6 * mean and 0.4 * mean <= sizes[-1] <= 0.7 * mean

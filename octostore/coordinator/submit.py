@@ -31,6 +31,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import accumulate
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -185,13 +186,19 @@ def _source_keys(job: Job) -> list[Any]:
 
 
 def _plan_map_tasks(keys: list[Any], count: int) -> list[list[Any]]:
-    """Split the source keys into `count` contiguous map tasks of near-equal key counts."""
-    if count == 0:
-        return []
-    per_task, extra = divmod(len(keys), count)
+    """Split the source keys into `count` contiguous map tasks, the first 1.5x and the last 0.5x
+    the mean size, shrinking evenly in between.
+
+    Tasks go out in order, so the last ones decide when the map phase ends: when
+    they are short, a worker that finishes early waits less for the others."""
+    if count <= 1:
+        return [keys] if count else []
+    weights = [1.5 - i / (count - 1) for i in range(count)]
+    total = sum(weights)
     tasks, start = [], 0
-    for i in range(count):
-        end = start + per_task + (1 if i < extra else 0)
+    for i, through in enumerate(accumulate(weights)):
+        end = round(len(keys) * through / total)
+        end = min(max(end, start + 1), len(keys) - (count - 1 - i))  # no task empty while keys remain
         tasks.append(keys[start:end])
         start = end
     return tasks

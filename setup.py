@@ -7,4 +7,7 @@ pure-Python path, which gives the same results ~28% slower on the map side.
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("octostore.worker._keycounts", ["octostore/worker/_keycounts.c"], optional=True)])
+setup(ext_modules=[
+    Extension("octostore.worker._keycounts", ["octostore/worker/_keycounts.c"], optional=True),
+    Extension("octostore._blocklayout", ["octostore/_blocklayout.c"], optional=True),
+])

@@ -65,6 +65,11 @@ from operator import itemgetter
 
 import zstandard
 
+try:
+    from ._blocklayout import pack_layout, unpack_layout
+except ImportError:  # not built (no C compiler at install): the same layout in Python
+    pack_layout = unpack_layout = None  # type: ignore[assignment]
+
 Record = tuple[bytes, int, bytes]
 """(key_enc, count, payload): an encoded key, how many values the payload holds, the values."""
 
@@ -119,9 +124,35 @@ def pack_blocks(
 
     A block closes as soon as it reaches block_bytes uncompressed, so a
     record larger than block_bytes makes one big block. No records, no blocks.
-    Block boundaries come from a running sum and bisect, not a loop per record.
     """
     records = records if isinstance(records, list) else list(records)
+    for layout in _layouts(records, block_bytes):
+        # Look the compressor up per block, not per generator: a generator may
+        # be resumed on another thread.
+        yield _compressor(level).compress(layout)
+
+
+def unpack_block(block: bytes) -> list[Record]:
+    """Return the records of one block made by pack_blocks, in order.
+
+    Raises ValueError if the block's columns and contents disagree, and
+    zstandard.ZstdError if it is not a zstd frame with its content size.
+    """
+    return _unpack_layout(_decompressor().decompress(block))
+
+
+def _layouts_compiled(records: list[Record], block_bytes: int) -> Iterator[bytes]:
+    """The uncompressed blocks of pack_blocks, laid out by _blocklayout.c."""
+    assert pack_layout is not None
+    start = 0
+    while start < len(records):
+        layout, start = pack_layout(records, start, block_bytes)
+        yield layout
+
+
+def _layouts_python(records: list[Record], block_bytes: int) -> Iterator[bytes]:
+    """The uncompressed blocks of pack_blocks, the same bytes as _layouts_compiled.
+    Block boundaries come from a running sum and bisect, not a loop per record."""
     if not records:
         return
     keys, counts, payloads = zip(*records)
@@ -131,9 +162,7 @@ def pack_blocks(
     while start < len(records):
         stop = bisect_left(ends, start_bytes + block_bytes, lo=start) + 1  # first record reaching the bound
         stop = min(stop, len(records))
-        # Look the compressor up per block, not per generator: a generator may
-        # be resumed on another thread.
-        yield _compressor(level).compress(_layout(keys[start:stop], counts[start:stop], payloads[start:stop]))
+        yield _layout(keys[start:stop], counts[start:stop], payloads[start:stop])
         start, start_bytes = stop, ends[stop - 1]
 
 
@@ -145,13 +174,8 @@ def _layout(keys: Sequence[bytes], counts: Sequence[int], payloads: Sequence[byt
     return b"".join([len(keys).to_bytes(4, "little"), *(c.tobytes() for c in columns), *keys, *payloads])
 
 
-def unpack_block(block: bytes) -> list[Record]:
-    """Return the records of one block made by pack_blocks, in order.
-
-    Raises ValueError if the block's columns and contents disagree, and
-    zstandard.ZstdError if it is not a zstd frame with its content size.
-    """
-    data = _decompressor().decompress(block)
+def _unpack_layout_python(data: bytes) -> list[Record]:
+    """The records of one uncompressed block, as _blocklayout.unpack_layout gives them."""
     n = int.from_bytes(data[:4], "little")
     pos = 4
     columns = []
@@ -173,6 +197,10 @@ def unpack_block(block: bytes) -> list[Record]:
     keys = map(data.__getitem__, map(slice, key_ends, key_ends[1:]))
     payloads = map(data.__getitem__, map(slice, payload_ends, payload_ends[1:]))
     return list(zip(keys, counts, payloads))
+
+
+_layouts = _layouts_compiled if pack_layout is not None else _layouts_python
+_unpack_layout = unpack_layout if unpack_layout is not None else _unpack_layout_python
 
 
 def iter_run(blocks: Iterable[bytes]) -> Iterator[Record]:

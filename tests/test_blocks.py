@@ -10,6 +10,7 @@ from operator import itemgetter
 import pytest
 import zstandard
 
+from octostore import blocks
 from octostore.blocks import (
     merge_blocks,
     BLOCK_BYTES,
@@ -190,3 +191,50 @@ def test_many_runs_are_merged_in_groups_with_the_same_result() -> None:
         assert [r for batch in merge_blocks(merged) for r in batch] == expected
     finally:
         received.close()
+
+
+# -- the compiled layout (_blocklayout.c) against the Python one ----------------------------
+
+compiled = pytest.mark.skipif(blocks._layouts is blocks._layouts_python, reason="_blocklayout.c not built")
+
+
+def test_the_compiled_layout_is_built() -> None:
+    """`pip install -e .` builds it where a C compiler exists, as on every machine we test on."""
+    assert blocks.pack_layout is not None, "octostore/_blocklayout.c did not build: see `pip install -e .`"
+
+
+@compiled
+@pytest.mark.parametrize("block_bytes", [0, 1, 100, 4096, BLOCK_BYTES])
+def test_compiled_and_python_layouts_are_the_same_bytes(block_bytes: int) -> None:
+    rng = random.Random(block_bytes)
+    records = sorted_records(3_000, seed=block_bytes) + [(b"", 0, b""), (b"\xff" * 300, 2**64 - 1, b"\x00" * 9000)]
+    rng.shuffle(records)  # the layout does not care about order
+    python = list(blocks._layouts_python(records, block_bytes))
+    assert list(blocks._layouts_compiled(records, block_bytes)) == python
+    for layout in python:
+        assert blocks.unpack_layout(layout) == blocks._unpack_layout_python(layout)
+    assert [r for layout in python for r in blocks.unpack_layout(layout)] == records
+
+
+@compiled
+def test_compiled_layout_of_one_empty_block() -> None:
+    empty = (0).to_bytes(4, "little")
+    assert blocks.unpack_layout(empty) == blocks._unpack_layout_python(empty) == []
+
+
+@compiled
+@pytest.mark.parametrize("cut", [1, 3, 10, 40])
+def test_compiled_and_python_refuse_the_same_damaged_layouts(cut: int) -> None:
+    layout = next(blocks._layouts_python(sorted_records(5, seed=4), BLOCK_BYTES))
+    for damaged in (layout[:-cut], layout + b"x" * cut):
+        with pytest.raises(ValueError, match="damaged block"):
+            blocks._unpack_layout_python(damaged)
+        with pytest.raises(ValueError, match="damaged block"):
+            blocks.unpack_layout(damaged)
+
+
+@compiled
+def test_compiled_layout_refuses_what_is_not_a_record() -> None:
+    for bad in ([("key", 1, b"p")], [(b"k", 1)], [(b"k", -1, b"p")], [[b"k", 1, b"p"]]):
+        with pytest.raises((TypeError, OverflowError)):
+            blocks.pack_layout(bad, 0, BLOCK_BYTES)

@@ -9,5 +9,6 @@ from setuptools import Extension, setup
 
 setup(ext_modules=[
     Extension("octostore.worker._keycounts", ["octostore/worker/_keycounts.c"], optional=True),
+    Extension("octostore.worker._buckets", ["octostore/worker/_buckets.c"], optional=True),
     Extension("octostore._blocklayout", ["octostore/_blocklayout.c"], optional=True),
 ])

@@ -1,7 +1,7 @@
 """The map side's buffer, with the compiled counting loop and without it.
 
-Every case runs twice, on the compiled counts (octostore/worker/_keycounts.c)
-and on the pure-Python chunks and Counter they stand in for, and checks the spilled records,
+Every case runs twice, on the compiled counts and spill (octostore/worker/
+_keycounts.c, _buckets.c) and on the pure Python they stand in for, and checks the spilled records,
 decoded, against an independent reference: the pairs mapfn yields, grouped
 by key with a dict.  Values are compared as multisets of repr(), so 1, 1.0 and
 True stay distinct, as the reducer must see them.
@@ -10,6 +10,7 @@ True stay distinct, as the reducer must see them.
 from __future__ import annotations
 
 import random
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -40,6 +41,7 @@ def run_map(pairs_of: Callable[[Any, Any], Iterator[Any]], records: list[tuple[A
     """Map `records` through a MapOutput; return it and {key: Counter(repr(value))} of everything it spilled."""
     if not compiled:
         monkeypatch.setattr(mapside, "KeyCounts", None)
+        monkeypatch.setattr(mapside, "bucket_str_records", None)
     spilled: dict[Any, Counter[str]] = {}
 
     def emit(partition: int, run: int, blocks: list[bytes]) -> None:
@@ -251,3 +253,49 @@ class TestKeyCounts:
             counts.count_run([("a", 1)], 1, 10)
         with pytest.raises(TypeError):
             mapside.KeyCounts("an argument")
+
+
+class TestBucketStrRecords:
+    """The compiled spill of str keys against the Python one (MapOutput._buckets), row for row."""
+
+    @pytest.fixture
+    def bucket(self) -> Any:
+        if mapside.bucket_str_records is None:
+            pytest.skip("not built")
+        return mapside.bucket_str_records
+
+    @staticmethod
+    def python_buckets(keys: list[Any], partitions: int) -> list[list[Any]]:
+        functions = WorkerFunctions("t", "t.py", "", words, lambda k, v: (k, v), None, None)
+        output = mapside.MapOutput(functions, partitions, buffer_bytes=1 << 20, block_bytes=4096, zstd_level=1,
+                                   emit=lambda *a: None)
+        return output._buckets(keys, list(range(len(keys))), [b"p%d" % i for i in range(len(keys))])
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=12),
+                    max_size=300), st.integers(1, 9))
+    def test_the_same_records_as_python(self, keys: list[str], partitions: int) -> None:
+        """Duplicates included: rows of equal keys stay in row order, as a stable sort keeps them."""
+        if mapside.bucket_str_records is None:
+            pytest.skip("not built")
+        got = mapside.bucket_str_records(keys, list(range(len(keys))), [b"p%d" % i for i in range(len(keys))],
+                                         partitions)
+        assert got == self.python_buckets(keys, partitions)
+
+    @pytest.mark.parametrize("odd", ["nul\x00inside", "lone \ud800 surrogate", 7, ("a",), b"bytes"])
+    def test_none_for_keys_it_leaves_to_python(self, bucket: Any, odd: Any) -> None:
+        keys = ["a", "b", odd, "c"]
+        assert bucket(keys, [1] * 4, [b""] * 4, 3) is None
+
+    def test_crc32_is_zlibs(self) -> None:
+        from octostore.worker._buckets import crc32
+        rng = random.Random(8)
+        for size in [0, 1, 2, 3, 7, 64, 1000]:
+            data = rng.randbytes(size)
+            assert crc32(data) == zlib.crc32(data)
+
+    def test_refuses_columns_of_different_lengths(self, bucket: Any) -> None:
+        with pytest.raises(ValueError):
+            bucket(["a", "b"], [1], [b"", b""], 2)
+        with pytest.raises(ValueError):
+            bucket(["a"], [1], [b""], 0)

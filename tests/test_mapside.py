@@ -9,7 +9,9 @@ True stay distinct, as the reducer must see them.
 
 from __future__ import annotations
 
+import gc
 import random
+import weakref
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -248,6 +250,19 @@ class TestKeyCounts:
         assert counts.count_run(iter([("k7", 1)] * 300_000), 1, 1 << 20) == (300_000, ())
         assert counts.keys() == keys and counts.values() == [3] * 7 + [300_003] + [3] * 4992
 
+    def test_a_key_that_refers_back_to_its_counts_is_collected(self, counts: Any) -> None:
+        class Key:
+            def __init__(self, owner: Any) -> None:
+                self.owner = owner
+
+        own = mapside.KeyCounts()  # not the fixture's, which pytest holds until the test ends
+        key = Key(own)
+        own.add([key])  # a cycle through the C object: only the collector can free it
+        alive = weakref.ref(key)
+        del own, key
+        gc.collect()
+        assert alive() is None
+
     def test_rejects_what_is_not_an_iterator(self, counts: Any) -> None:
         with pytest.raises(TypeError):
             counts.count_run([("a", 1)], 1, 10)
@@ -287,7 +302,7 @@ class TestBucketStrRecords:
         keys = ["a", "b", odd, "c"]
         assert bucket(keys, [1] * 4, [b""] * 4, 3) is None
 
-    def test_crc32_is_zlibs(self) -> None:
+    def test_crc32_is_zlibs(self, bucket: Any) -> None:
         from octostore.worker._buckets import crc32
         rng = random.Random(8)
         for size in [0, 1, 2, 3, 7, 64, 1000]:

@@ -55,11 +55,28 @@ KeyCounts_init(KeyCounts *self, PyObject *args, PyObject *kwargs)
     return self->slots == NULL ? -1 : 0;
 }
 
+/* Keys may be any hashable object, one that refers back to its KeyCounts included: take part in GC. */
+static int
+KeyCounts_traverse(KeyCounts *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->slots);
+    Py_VISIT(self->newest);
+    return 0;
+}
+
+static int
+KeyCounts_clear(KeyCounts *self)
+{
+    Py_CLEAR(self->slots);
+    Py_CLEAR(self->newest);
+    return 0;
+}
+
 static void
 KeyCounts_dealloc(KeyCounts *self)
 {
-    Py_XDECREF(self->slots);
-    Py_XDECREF(self->newest);
+    PyObject_GC_UnTrack(self);
+    KeyCounts_clear(self);
     PyMem_Free(self->counts);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -225,7 +242,9 @@ static PyTypeObject KeyCountsType = {
     .tp_name = "octostore.worker._keycounts.KeyCounts",
     .tp_doc = "Counts of keys of (key, value) pairs that share one value.",
     .tp_basicsize = sizeof(KeyCounts),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_traverse = (traverseproc)KeyCounts_traverse,
+    .tp_clear = (inquiry)KeyCounts_clear,
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)KeyCounts_init,
     .tp_dealloc = (destructor)KeyCounts_dealloc,

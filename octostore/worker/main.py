@@ -313,7 +313,7 @@ class Worker:
                 return
             receive = _in_background(self._next_input) if size >= PREFETCH_AFTER_BYTES else self._next_input
             yield payload
-            del payload  # not alive while the next one is unpickled
+            del payload  # dropped before waiting for the next one
 
     def _next_input(self) -> tuple[Any, int]:
         """The next input message's payload (or _INPUT_END) and its size on the wire."""

@@ -4,23 +4,23 @@ For each input (source key, value) the worker calls ``mapfn`` and takes its
 pairs in chunks of ``_CHUNK`` (``islice``: the user's generator runs in a C
 loop).  A chunk whose values are all the identical object (the word count's
 ``1``) has its keys counted, one table of counts per such value (run-length
-form, see values.py); any other chunk is grouped into ``key -> [values]``.  Either way
-the reducer sees every value: nothing is combined unless the job defines
-``combinefn`` (then the run-length path is skipped and each key's list is
-combined at spill time).
+form, see values.py); any other chunk is grouped into ``key -> [values]``.
+Either way the reducer sees every value: nothing is combined unless the job
+defines ``combinefn`` (then the run-length path is skipped and each key's
+list is combined at spill time).
 
 With the compiled ``KeyCounts`` (``_keycounts.c``, built at install when a C
 compiler is there), the counts live in it, and after a run-length chunk the
 pairs that follow are counted in its C loop until one does not match; that
 pair starts the next chunk.  Without the extension every pair goes through
-chunks and ``Counter``: the same records, ~35% more map-side time on the
-word count.
+chunks and ``Counter``: the same records, and on 4 word count files 0.82 s
+of map side instead of 0.53 s.
 
 When the buffer's estimated size passes ``buffer_bytes`` it is *spilled*: each
 distinct key is encoded (``keys.encode_key``) and partitioned by a stable hash
-of its encoding, each partition's records are sorted by encoded key, packed
-into ~128 KiB zstd blocks and handed to ``emit`` (which streams them to the
-coordinator).  Memory is bounded by the buffer whatever the input size; a
+of its encoding, each partition's records are sorted by encoded key (for
+plain str keys all three in ``_buckets.c``), packed into ~128 KiB zstd blocks
+and handed to ``emit`` (which streams them to the coordinator).  Memory is bounded by the buffer whatever the input size; a
 task may produce several runs.  The size is an estimate, refreshed per chunk
 from a sample, because measuring every pair would cost as much as grouping.
 

@@ -1,8 +1,9 @@
-"""The one compiled piece: the map side's run-length counts (octostore/worker/_keycounts.c).
+"""The compiled pieces: three loops that run once per pair or once per distinct key.
 
-Everything else is in pyproject.toml.  The extension is optional: where it does
-not build (no C compiler), installation goes on and mapside.py uses its
-pure-Python path, which gives the same results ~28% slower on the map side.
+Everything else is in pyproject.toml.  Each extension is optional: where it does
+not build (no C compiler), installation goes on and the Python beside it runs
+instead, with the same results; the word count's map side then takes ~1.5x
+the time (docs/performance.md, section 1).
 """
 
 from setuptools import Extension, setup

@@ -15,8 +15,9 @@
 
    Why compiled: a map task's spill packs every distinct key of its buffer
    (~160 k on the word count) and a reducer unpacks them all again; in Python
-   the columns cost ~0.7 us a record between zip, map(len), accumulate, slicing
-   and array, three times the cost of the zstd that follows. */
+   the columns cost ~0.9 us a record between zip, map(len), accumulate, slicing
+   and array, several times the zstd that follows (packing a 163 k-key spill:
+   0.19 s in Python, 0.04 s here). */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

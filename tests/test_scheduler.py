@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 from octostore.coordinator.scheduler import Assignment, Phase, Scheduler
+from octostore.coordinator.submit import _plan_map_tasks
 from octostore.protocol.messages import MAP, REDUCE
 
 
@@ -171,8 +172,6 @@ def test_a_committing_task_is_not_requeued_when_its_worker_is_lost() -> None:
 
 
 def test_map_tasks_shrink_from_first_to_last_and_cover_every_key_once() -> None:
-    from octostore.coordinator.submit import _plan_map_tasks
-
     assert [len(t) for t in _plan_map_tasks(list(range(64)), 8)] == [12, 11, 10, 8, 8, 6, 5, 4]
     assert _plan_map_tasks([], 0) == [] and _plan_map_tasks(["a"], 1) == [["a"]]
     rng = random.Random(2)

@@ -206,7 +206,8 @@ class MapOutput:
         Column at a time (encode all keys, hash all, then one small loop to bucket
         rows by partition and a sort per bucket), so the cost per distinct key stays
         mostly in C loops: one spill of 127 k distinct keys went from 0.81 s to
-        ~0.25 s (cProfile).  _buckets.c does the same for str keys in ~1/4 of that."""
+        ~0.25 s (cProfile).  _buckets.c does the same for str keys in under half that
+        (163 k keys: 0.11-0.12 s against 0.24-0.30 s here)."""
         encoded = self._encode_all(keys)
         combining = self.functions.combinefn is not None
         rows = zip(encoded, counts, payloads, keys) if combining else zip(encoded, counts, payloads)

@@ -41,8 +41,9 @@ from octostore.errors import ConnectionLost
 from octostore.job import unpack_functions
 from octostore.protocol.channel import SyncChannel
 from octostore.protocol.frames import HEADER_BYTES, MAC_BYTES
+from octostore.tasks import TaskKind
 from octostore.protocol.messages import (
-    MAP, PYTHON_VERSION, Hello, Input, InputEnd, MapTask, Ready, Segment, TaskDone, Welcome,
+    PYTHON_VERSION, Hello, Input, InputEnd, MapTask, Ready, Segment, TaskDone, Welcome,
 )
 from octostore.worker.mapside import MapOutput
 
@@ -300,12 +301,12 @@ def test_results_for_a_wrong_epoch_another_attempt_or_an_unassigned_task_are_ref
         assert (task.task, task.attempt, task.epoch) == (0, 1, fake.welcome.epoch)
         blocks = fake.map_blocks(items)
         processes.append(start_client(home, port))
-        fake.channel.send(TaskDone(MAP, task.task, task.attempt, fake.welcome.epoch - 1, STATS))
+        fake.channel.send(TaskDone(TaskKind.MAP, task.task, task.attempt, fake.welcome.epoch - 1, STATS))
         for segment in forged_segments(task.task, task.attempt + 1, blocks):
             fake.channel.send(segment)
         for segment in forged_segments(19, 1, blocks):
             fake.channel.send(segment)
-        fake.channel.send(TaskDone(MAP, 19, 1, fake.welcome.epoch, STATS))
+        fake.channel.send(TaskDone(TaskKind.MAP, 19, 1, fake.welcome.epoch, STATS))
         fake.close()
         # Once it is lost, every forged frame was read and handled (or the coordinator hung up on it).
         server.wait_for(worker_lost_line(fake.name, ""))
@@ -336,7 +337,7 @@ def test_a_late_task_done_after_the_lease_ran_out_is_refused(home: Path) -> None
         server.wait_for(worker_lost_line(fake.name, "silent for"), timeout_s=15)
         server.wait_for(task_rerun_line(0, 1, fake.name))
         late = [*(Segment(task.task, task.attempt, p, 0, bs) for p, bs in sorted(blocks.items())),
-                TaskDone(MAP, task.task, task.attempt, task.epoch, STATS)]
+                TaskDone(TaskKind.MAP, task.task, task.attempt, task.epoch, STATS)]
         for msg in late:
             fake.send_quietly(msg)
         with pytest.raises(ConnectionLost):
@@ -374,7 +375,7 @@ def test_results_for_another_workers_attempt_are_refused(home: Path) -> None:
         assert other != task.task
         for segment in forged_segments(other, 1, blocks)[:-1]:
             fake.channel.send(segment)
-        fake.channel.send(TaskDone(MAP, other, 1, fake.welcome.epoch, STATS))
+        fake.channel.send(TaskDone(TaskKind.MAP, other, 1, fake.welcome.epoch, STATS))
         fake.close()
         server.wait_for(worker_lost_line(fake.name, ""))  # every forged frame was handled (or refused)
         os.kill(client.proc.pid, signal.SIGCONT)

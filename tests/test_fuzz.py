@@ -53,8 +53,9 @@ from octostore.protocol.frames import MAC_BYTES, Sealer
 from octostore.protocol.handshake import (
     COORDINATOR_TO_WORKER, HANDSHAKE_MAX_BYTES, HANDSHAKE_TIMEOUT_S, MAGIC, WORKER_TO_COORDINATOR, connect_handshake,
 )
+from octostore.tasks import TaskKind
 from octostore.protocol.messages import (
-    MAP, PYTHON_VERSION, REDUCE, Hello, Input, Ready, Results, Segment, TaskDone, TaskFailed, Welcome, encode_message,
+    PYTHON_VERSION, Hello, Input, Ready, Results, Segment, TaskDone, TaskFailed, Welcome, encode_message,
 )
 
 from . import oracle
@@ -132,8 +133,8 @@ class _Peer:
         return encode_message(rng.choice([
             Hello(__version__, PYTHON_VERSION, "fuzz", rng.randrange(2**31)),  # joins, if its MAC ever passed
             Ready(),
-            TaskDone(rng.choice([MAP, REDUCE]), task, attempt, 1, {"records_in": rng.randrange(10**6)}),
-            TaskFailed(MAP, task, attempt, 1, "mapfn raised", "Traceback ...", rng.random() < 0.5),
+            TaskDone(rng.choice([TaskKind.MAP, TaskKind.REDUCE]), task, attempt, 1, {"records_in": rng.randrange(10**6)}),
+            TaskFailed(TaskKind.MAP, task, attempt, 1, "mapfn raised", "Traceback ...", rng.random() < 0.5),
             Segment(task, attempt, rng.randrange(8), 0, [blob]),
             Results(task, attempt, [blob]),
             Welcome("job", 1, self.payload, {"partitions": 8}),
@@ -285,7 +286,7 @@ def captured_and_replayed(peer: _Peer) -> int:
     first = _RecordingSocket()
     key = connect_handshake(peer.connect(first), peer.secret)
     answer = bytes(first.sent)
-    payload = encode_message(peer.rng.choice([Ready(), TaskDone(MAP, 0, 1, 1, {}), Results(0, 1, [b"x"])]))
+    payload = encode_message(peer.rng.choice([Ready(), TaskDone(TaskKind.MAP, 0, 1, 1, {}), Results(0, 1, [b"x"])]))
     captured = frame(sealed(Sealer(key, WORKER_TO_COORDINATOR), payload))
     send_quietly(first, captured)
     peer.hang_up(first)

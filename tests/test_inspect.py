@@ -69,9 +69,9 @@ def failed_job(home: Path) -> None:
     """j-failed: map 0 done, map 1 FAILED after 2 attempts, map 2 done on its second attempt; 1 of 2 reduces done."""
     store = make_job(home, "j-failed", map_tasks=3, created_at=2000.0)
     store.commit_task("map", 0, 1, [])
-    store.record_failure("map", 1, "first\n" + TRACEBACK, max_attempts=2)
-    store.record_failure("map", 1, "mapfn raised on key 'k1' (map task 1, attempt 2 of 2)\n" + TRACEBACK, max_attempts=2)
-    store.record_failure("map", 2, "worker process 77 died (signal SIGKILL)", max_attempts=2)
+    store.record_failure("map", 1, "first\n" + TRACEBACK, failed=False)
+    store.record_failure("map", 1, "mapfn raised on key 'k1' (map task 1, attempt 2 of 2)\n" + TRACEBACK, failed=True)
+    store.record_failure("map", 2, "worker process 77 died (signal SIGKILL)", failed=False)
     store.commit_task("map", 2, 2, [])
     store.commit_task("reduce", 1, 1, [])
     finish(store, "FAILED", 2090.0, error="map task 1 failed 2 times\nlast: ZeroDivisionError")

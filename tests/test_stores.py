@@ -115,12 +115,15 @@ def test_a_task_commits_once(tmp_path: Path) -> None:
     assert [t for t, _ in state.tasks("reduce")] == [0, 1]
 
 
-def test_failures_count_up_to_max_attempts(tmp_path: Path) -> None:
+def test_failures_are_counted_and_the_last_one_fails_the_task(tmp_path: Path) -> None:
     state = StateStore(tmp_path / "state", 1 << 20)
-    state.create_job({"job_id": "j"}, [["a"]], partitions=1)
-    states = [state.record_failure("map", 0, f"boom {i}", max_attempts=3).state for i in range(3)]
-    assert states == [TaskState.PENDING, TaskState.PENDING, TaskState.FAILED]
+    state.create_job({"job_id": "j"}, [["a"], ["b"]], partitions=1)
+    records = [state.record_failure("map", 0, f"boom {i}", failed=i == 2) for i in range(3)]
+    assert [(r.state, r.failures) for r in records] == [(TaskState.PENDING, 1), (TaskState.PENDING, 2),
+                                                        (TaskState.FAILED, 3)]
     assert state.task("map", 0).last_error == "boom 2"
+    state.commit_task("map", 1, 1, [])
+    assert state.record_failure("map", 1, "late", failed=True).state is TaskState.DONE  # a DONE task stays DONE
 
 
 def test_whole_job_with_a_tiny_lmdb_map(home: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -29,10 +29,10 @@ from .. import failpoints
 from ..config import Config
 from ..errors import StoreError
 from ..home import JobPaths
-from ..protocol.messages import MAP, REDUCE
 from ..stores.mapfiles import is_file_entry, job_dir, remove_unreferenced
 from ..stores.segments import SegmentStore
 from ..stores.state import StateStore, TaskState
+from ..tasks import TaskKind
 
 log = logging.getLogger(__name__)
 
@@ -82,14 +82,14 @@ def collect_garbage(state: StateStore, paths: JobPaths, config: Config) -> int:
     partitions = int(state.meta()["partitions"])
     kept: list[set[int]] = [set() for _ in range(partitions)]
     kept_files: set[str] = set()
-    for _, record in state.tasks(MAP):
+    for _, record in state.tasks(TaskKind.MAP):
         if record.state is TaskState.DONE:
             for partition, segments in record.output:
                 if is_file_entry(segments):
                     kept_files.add(segments["file"])
                 else:
                     kept[partition].update(segments)
-    kept_results = {s for _, r in state.tasks(REDUCE) if r.state is TaskState.DONE for s in r.output}
+    kept_results = {s for _, r in state.tasks(TaskKind.REDUCE) if r.state is TaskState.DONE for s in r.output}
     deleted = 0
     for path, keep in [*((paths.partition_spill(p), kept[p]) for p in range(partitions)),
                        (paths.results, kept_results)]:

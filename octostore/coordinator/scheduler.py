@@ -1,42 +1,75 @@
-"""Which task runs next and which attempts count: a state machine with no I/O and no clock.
+"""The task lifecycle: a state machine that takes events and returns actions, with no I/O.
 
-The server feeds it events (a worker asks for work, an attempt finished or
-failed, a worker was lost) and acts on what it returns; it never touches a
-socket or a store and reads no clock (``now`` is an argument), so every rule
-here is tested by calling methods (tests/test_scheduler.py).
+Everything that decides what happens to a task lives here, and only here:
+which task runs next and on which worker, which attempt's result counts,
+when a failure is retried and when it fails the job, when a silent worker is
+lost (leases), when a straggler gets a backup attempt, and when a dead local
+worker is replaced.  The server (server.py) turns what happens on its sockets
+and stores into events, calls ``Scheduler.handle``, and carries out the
+actions it gets back; it decides nothing itself.  The scheduler never touches
+a socket, a store or a clock (every event carries ``now``), so each rule is
+tested by calling it (tests/test_scheduler.py), as distributed's
+``WorkerState.handle_stimulus``.
+
+    event (what happened)                       actions (what the server must do)
+    WorkerJoined / WorkerReady                  Assign (send the task), Dismiss (job over)
+    AttemptFinished (TaskDone from its holder)  Commit (queue the durable commit), Discard
+    AttemptCommitted (the group commit landed)  Discard (if refused), EnterPhase
+    AttemptFailed (user code raised)            Discard, RecordFailure, Assign | EnterPhase(FAILED)
+    WorkerLost (its connection ended)           Discard (its attempts run again)
+    WorkerExited (a local process was reaped)   RecordFailure (it died mid-task) | Warn, StartWorkers
+    Tick (the clock)                            LoseWorker (lease expired), Assign (backups)
+    Heard (any message: the lease renews)       nothing
+    Abort / Halt (the job cannot / must not go on)  EnterPhase(FAILED) / nothing more is assigned
+
+What happens when a worker dies mid-task:
+
+1. Its connection ends (EOF: it was killed) or it stays silent past its lease
+   (``Tick`` returns ``LoseWorker``; SIGSTOP, a cut network).  Either way the
+   server sends ``WorkerLost``: each attempt the worker held is discarded, and
+   a task left with no running attempt goes to the *front* of the queue.
+2. If it was a local process, the pool reaps it and the server sends
+   ``WorkerExited``.  A non-zero exit (a signal, a segfault, an OOM kill) while
+   it ran an attempt counts as a failure of that attempt's task, like an
+   exception: a task that keeps killing its workers fails the job after
+   ``max_attempts`` (Dask's ``allowed-failures``), not never.  A lost remote
+   worker does not count: a network fault is not the task's.
+3. Unless the job is over or halted, a replacement is started, up to
+   ``MAX_RESPAWNS_PER_WORKER`` per worker the job started with.
 
 Phases, as octo.py: MAP until every map task is done, then REDUCE, then DONE
-(or FAILED).  Tasks are handed out first come, first served.
+(or FAILED).  Tasks are handed out first come, first served; a worker runs
+one attempt at a time (it sends Ready for the next).
 
-Backup attempts (the MapReduce paper's answer to stragglers: without them,
-sort took 44% longer).  When nothing is pending, at least
-``BACKUP_AFTER_DONE`` of the phase is done, and a task's only attempt has run
-``BACKUP_SLOWER_THAN`` times the median duration of the phase's finished
-tasks, an idle worker gets a second attempt of it (the longest-running such
-task first).  A task may then have two current attempts; the first to commit
-wins and the other's result is refused (``is_current`` turns False).
+Backup attempts (the MapReduce paper: without them, sort took 44% longer).
+When nothing is pending, at least ``BACKUP_AFTER_DONE`` of the phase is done,
+and a task's only attempt has run ``BACKUP_SLOWER_THAN`` times the median
+duration of the phase's finished tasks, an idle worker gets a second attempt
+(the longest-running such task first).  The first to finish wins; the other
+is discarded.
 
-A finished attempt is first *committing* (``finished``: its output is on its
-way to the state store, group-committed off the event loop, see commits.py)
-and only then done (``task_done``, after the durable commit).  A committing
-task belongs to no worker: losing the worker that ran it does not requeue it,
-and it is never given a backup attempt.
+A finished attempt is first *committing* (its output is on its way to the
+state store, group-committed off the event loop, see commits.py) and only
+then done (``AttemptCommitted``).  A committing task belongs to no worker:
+losing the worker that ran it does not requeue it, and it gets no backup.
 
 Invariant: a task is in at most one of ``_pending``, ``_running``,
-``_committing`` and ``_done``, and every entry of ``_running`` has at least one attempt;
-``_check`` asserts it after every event in tests
-(``test_scheduler_invariant_holds_under_random_events``).
+``_committing`` and ``_done``; every entry of ``_running`` has at least one
+attempt; an idle worker holds no attempt.  ``check_invariants`` asserts it;
+tests call it after every event (``test_invariants_hold_under_random_events``).
 """
 
 from __future__ import annotations
 
 import enum
+import signal
 import statistics
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any, Union
 
-from ..protocol.messages import MAP, REDUCE
+from ..tasks import TaskKind
 
 BACKUP_AFTER_DONE = 0.75
 """Fraction of a phase's tasks that must be done before backups start (Spark's speculation quantile)."""
@@ -44,69 +77,406 @@ BACKUP_AFTER_DONE = 0.75
 BACKUP_SLOWER_THAN = 1.5
 """A task is a straggler once it has run this many times the phase's median task duration."""
 
+MAX_RESPAWNS_PER_WORKER = 10
+"""Local workers restarted per original worker before the coordinator stops replacing them."""
 
-class Phase(str, enum.Enum):
+
+class Phase(enum.StrEnum):
     MAP = "map"
     REDUCE = "reduce"
     DONE = "done"
     FAILED = "failed"
 
 
+TaskId = tuple[TaskKind, int]
+Worker = Any  # the server's handle for a connection; the scheduler only compares and stores it
+
+
+# -- events -------------------------------------------------------------------------------
+
 @dataclass(frozen=True, slots=True)
-class Assignment:
-    kind: str
+class WorkerJoined:
+    worker: Worker
+    pid: int  # to match a local process the pool reaps later (WorkerExited)
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerReady:
+    """The worker holds no attempt and wants one."""
+
+    worker: Worker
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class Heard:
+    """Any message from the worker: its lease runs from `now`."""
+
+    worker: Worker
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptFinished:
+    """The attempt's holder reported TaskDone (the server checked epoch and holder: fencing)."""
+
+    kind: TaskKind
+    task: int
+    attempt: int
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptCommitted:
+    """The durable commit of a finished attempt landed; `committed` is False if the task was already DONE."""
+
+    kind: TaskKind
+    task: int
+    attempt: int
+    committed: bool
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptFailed:
+    """The attempt's user code raised (`error` holds the traceback); a contract error is never retried."""
+
+    kind: TaskKind
+    task: int
+    attempt: int
+    message: str
+    error: str
+    is_contract_error: bool
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerLost:
+    """The worker's connection ended (EOF, a protocol error, or LoseWorker carried out)."""
+
+    worker: Worker
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerExited:
+    """A local worker process the pool started has exited with `code` (negative: a signal)."""
+
+    pid: int
+    code: int
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class Abort:
+    """The job cannot go on (a source read raised, the state store cannot commit): it fails."""
+
+    reason: str
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class Halt:
+    """Stop handing out work and starting workers (cancel, disk full); the job stays resumable."""
+
+    now: float
+
+
+Event = Union[WorkerJoined, WorkerReady, Heard, AttemptFinished, AttemptCommitted, AttemptFailed,
+              WorkerLost, WorkerExited, Tick, Abort, Halt]
+
+
+# -- actions ------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Assign:
+    """Send the worker this attempt of a task."""
+
+    worker: Worker
+    kind: TaskKind
     task: int
     attempt: int
     is_backup: bool = False
 
 
-TaskId = tuple[str, int]
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """Queue the attempt's output for the durable group commit; report back with AttemptCommitted."""
+
+    kind: TaskKind
+    task: int
+    attempt: int
+
+
+class DiscardReason(enum.StrEnum):
+    WORKER_LOST = "its worker was lost"
+    BEATEN = "another attempt finished first"
+    FAILED = "its user code raised"
+    ALREADY_DONE = "the task was already done"
+
+
+@dataclass(frozen=True, slots=True)
+class Discard:
+    """Drop whatever the attempt wrote that is not committed; its results no longer count."""
+
+    kind: TaskKind
+    task: int
+    attempt: int
+    why: DiscardReason
+    worker: Worker = None  # the worker that ran it, when that is why (WORKER_LOST)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordFailure:
+    """Store the failed attempt's error durably; `is_final`: the task is FAILED (and so is the job)."""
+
+    kind: TaskKind
+    task: int
+    message: str
+    error: str
+    failures: int  # the task's failures so far, this one included
+    max_attempts: int
+    is_final: bool
+
+
+@dataclass(frozen=True, slots=True)
+class EnterPhase:
+    """The job entered `phase`: report it, store the job state; DONE and FAILED end serving."""
+
+    phase: Phase
+    reason: str | None = None  # why it FAILED
+
+
+@dataclass(frozen=True, slots=True)
+class Dismiss:
+    """Tell an idle worker the job is over (Shutdown)."""
+
+    worker: Worker
+
+
+@dataclass(frozen=True, slots=True)
+class LoseWorker:
+    """The worker was silent past its lease: close its connection (WorkerLost follows)."""
+
+    worker: Worker
+    silent_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class StartWorkers:
+    """Start `count` local workers (off the event loop); `reason` is for the log."""
+
+    count: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Warn:
+    """Tell the user something they may act on (a log warning)."""
+
+    message: str
+
+
+Action = Union[Assign, Commit, Discard, RecordFailure, EnterPhase, Dismiss, LoseWorker, StartWorkers, Warn]
+
+
+@dataclass(slots=True)
+class _WorkerInfo:
+    pid: int
+    heard_at: float  # the lease runs from here
+    is_expired: bool = False  # LoseWorker was returned: say it once
+
+
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """An attempt a lost worker held, kept until its process is reaped (was it a crash?)."""
+
+    kind: TaskKind
+    task: int
+    attempt: int
+
+
+@dataclass(slots=True)
+class _Policy:
+    max_attempts: int
+    lease_s: float
+    backup_tasks: bool
+    respawns_left: int  # local workers the scheduler may still start as replacements
 
 
 class Scheduler:
-    """Hands out tasks and decides which results count."""
+    """One job's task lifecycle; ``handle`` is the only way to change it."""
 
-    def __init__(self, map_tasks: int, reduce_tasks: int, *, done: Iterable[TaskId] = (),
-                 attempts: dict[TaskId, int] | None = None, backup_tasks: bool = True) -> None:
-        self.totals = {MAP: map_tasks, REDUCE: reduce_tasks}
-        self.backup_tasks = backup_tasks
+    def __init__(self, map_tasks: int, reduce_tasks: int, *, max_attempts: int, lease_s: float,
+                 backup_tasks: bool = True, local_workers: int = 0, done: Iterable[TaskId] = (),
+                 failures: dict[TaskId, int] | None = None) -> None:
+        """`done` and `failures` come from the state store (a resumed job), so a task's
+        failures and attempt numbers go on where they stopped."""
+        self.totals = {TaskKind.MAP: map_tasks, TaskKind.REDUCE: reduce_tasks}
+        self._policy = _Policy(max_attempts, lease_s, backup_tasks, MAX_RESPAWNS_PER_WORKER * local_workers)
         self._done: set[TaskId] = set(done)
-        self._done_counts = {MAP: 0, REDUCE: 0}
-        for kind, _ in self._done:
-            self._done_counts[kind] += 1
-        self._attempts: dict[TaskId, int] = dict(attempts or {})  # last attempt number handed out
-        self._running: dict[TaskId, dict[int, object]] = {}  # task -> {current attempt: worker}
+        self._done_counts = {kind: sum(1 for k, _ in self._done if k == kind) for kind in TaskKind}
+        self._failures: dict[TaskId, int] = dict(failures or {})  # attempts whose user code raised or crashed
+        self._attempts: dict[TaskId, int] = dict(self._failures)  # last attempt number handed out
+        self._running: dict[TaskId, dict[int, Worker]] = {}  # task -> {current attempt: its worker}
         self._committing: set[TaskId] = set()  # finished, durable commit in progress
         self._started: dict[TaskId, float] = {}  # when the task's first running attempt started
-        self._durations: dict[str, list[float]] = {MAP: [], REDUCE: []}
+        self._durations: dict[TaskKind, list[float]] = {kind: [] for kind in TaskKind}
         self._pending: deque[TaskId] = deque()
+        self._idle: list[Worker] = []  # workers that sent Ready and got nothing yet
+        self._workers: dict[Worker, _WorkerInfo] = {}  # every connected worker
+        self._lost_by_pid: dict[int, _Held] = {}  # lost workers' attempts, until their process is reaped
+        self._exit_codes: dict[int, int] = {}  # processes reaped while their connection was still open
+        self._is_halted = False
         self.phase = Phase.MAP
         self.failure: str | None = None
-        self._enter(Phase.MAP)
+        self._enter(Phase.MAP, [])
 
-    # -- events ---------------------------------------------------------------------------
+    # -- the entry point ------------------------------------------------------------------
 
-    def assign(self, worker: object, now: float = 0.0) -> Assignment | None:
-        """Give `worker` the next pending task of the current phase, a backup attempt, or None."""
-        if self.phase not in (Phase.MAP, Phase.REDUCE):
-            return None
-        if self._pending:
-            task_id = self._pending.popleft()
-            self._started[task_id] = now
-            return self._start(task_id, worker, is_backup=False)
-        straggler = self._straggler(worker, now)
-        return self._start(straggler, worker, is_backup=True) if straggler else None
+    def handle(self, event: Event) -> list[Action]:
+        """Apply one event; return what the server must do, in order."""
+        actions: list[Action] = []
+        _HANDLERS[type(event)](self, event, actions)
+        if self._idle and type(event) is not Heard and self.phase in (Phase.MAP, Phase.REDUCE) and not self._is_halted:
+            self._dispatch(event.now, actions)
+        return actions
 
-    def _start(self, task_id: TaskId, worker: object, *, is_backup: bool) -> Assignment:
+    def _on_worker_joined(self, e: WorkerJoined, actions: list[Action]) -> None:
+        self._workers[e.worker] = _WorkerInfo(e.pid, e.now)
+
+    def _on_worker_ready(self, e: WorkerReady, actions: list[Action]) -> None:
+        if self.is_finished:
+            actions.append(Dismiss(e.worker))
+        elif e.worker in self._workers and e.worker not in self._idle:
+            self._idle.append(e.worker)
+
+    def _on_heard(self, e: Heard, actions: list[Action]) -> None:
+        info = self._workers.get(e.worker)
+        if info is not None:
+            info.heard_at = e.now
+
+    def _on_attempt_finished(self, e: AttemptFinished, actions: list[Action]) -> None:
+        task_id = (e.kind, e.task)
+        attempts = self._running.get(task_id, {})
+        if e.attempt not in attempts:
+            return  # stale: the server checks the holder, so this is a late duplicate
+        del self._running[task_id]
+        self._committing.add(task_id)
+        actions.append(Commit(e.kind, e.task, e.attempt))
+        actions += [Discard(e.kind, e.task, other, DiscardReason.BEATEN)
+                    for other in attempts if other != e.attempt]
+
+    def _on_attempt_committed(self, e: AttemptCommitted, actions: list[Action]) -> None:
+        task_id = (e.kind, e.task)
+        self._committing.discard(task_id)
+        if not e.committed:  # the task was DONE already: nothing references this output
+            actions.append(Discard(e.kind, e.task, e.attempt, DiscardReason.ALREADY_DONE))
+        if task_id in self._started:
+            self._durations[e.kind].append(e.now - self._started.pop(task_id))
+        if task_id not in self._done:
+            self._done.add(task_id)
+            self._done_counts[e.kind] += 1
+        if self.phase.value == e.kind and self.done_count(e.kind) == self.totals[e.kind]:
+            self._enter(Phase.REDUCE if e.kind is TaskKind.MAP else Phase.DONE, actions)
+
+    def _on_attempt_failed(self, e: AttemptFailed, actions: list[Action]) -> None:
+        if not self.is_current(e.kind, e.task, e.attempt):
+            return
+        actions.append(Discard(e.kind, e.task, e.attempt, DiscardReason.FAILED))
+        self._drop_attempt((e.kind, e.task), e.attempt, front=False)
+        self._count_failure((e.kind, e.task), e.message, e.error, e.is_contract_error, actions)
+
+    def _on_worker_lost(self, e: WorkerLost, actions: list[Action]) -> None:
+        info = self._workers.pop(e.worker, None)
+        if e.worker in self._idle:
+            self._idle.remove(e.worker)
+        held = [(task_id, attempt) for task_id, attempts in self._running.items()
+                for attempt, w in attempts.items() if w is e.worker]
+        for (kind, task), attempt in held:
+            actions.append(Discard(kind, task, attempt, DiscardReason.WORKER_LOST, e.worker))
+            self._drop_attempt((kind, task), attempt, front=True)
+            if info is not None:  # if it was a local process and it crashed, the attempt counts
+                self._lost_by_pid[info.pid] = _Held(kind, task, attempt)
+        if info is not None and info.pid in self._exit_codes:  # reaped before its connection ended
+            self._count_crash(info.pid, self._exit_codes.pop(info.pid), actions)
+
+    def _on_worker_exited(self, e: WorkerExited, actions: list[Action]) -> None:
+        if any(info.pid == e.pid for info in self._workers.values()):
+            self._exit_codes[e.pid] = e.code  # still connected: count it once WorkerLost says what it held
+        else:
+            self._count_crash(e.pid, e.code, actions)
+        if not self.is_finished and not self._is_halted and self._policy.respawns_left > 0:
+            self._policy.respawns_left -= 1
+            actions.append(StartWorkers(1, f"local worker {e.pid} exited ({_exit_text(e.code)})"))
+
+    def _on_tick(self, e: Tick, actions: list[Action]) -> None:
+        for worker, info in self._workers.items():
+            if not info.is_expired and e.now - info.heard_at > self._policy.lease_s:
+                info.is_expired = True
+                actions.append(LoseWorker(worker, e.now - info.heard_at))
+
+    def _on_abort(self, e: Abort, actions: list[Action]) -> None:
+        self._fail(e.reason, actions)
+
+    def _on_halt(self, e: Halt, actions: list[Action]) -> None:
+        self._is_halted = True
+
+    # -- policy ---------------------------------------------------------------------------
+
+    def _count_failure(self, task_id: TaskId, message: str, error: str, is_contract_error: bool,
+                       actions: list[Action]) -> None:
+        """One more failed attempt of `task_id`: it runs again, or (at max_attempts, or a
+        contract error, which no retry fixes) the job fails."""
+        failures = self._failures.get(task_id, 0) + 1
+        self._failures[task_id] = failures
+        is_final = is_contract_error or failures >= self._policy.max_attempts
+        actions.append(RecordFailure(*task_id, message, error, failures, self._policy.max_attempts, is_final))
+        if is_final:
+            self._fail(error, actions)
+
+    def _count_crash(self, pid: int, code: int, actions: list[Action]) -> None:
+        """A lost local worker's process exited: a crash while it ran an attempt counts, unless
+        the task is done by now (then the user is only told)."""
+        held = self._lost_by_pid.pop(pid, None)
+        if code == 0 or held is None:
+            return
+        message = (f"worker process {pid} died ({_exit_text(code)}) while running {held.kind} task {held.task} "
+                   f"(attempt {held.attempt} of {self._policy.max_attempts})")
+        if self.is_finished or (held.kind, held.task) in self._done:
+            actions.append(Warn(f"{message}; the task is done by now, so it does not count"))
+        else:
+            self._count_failure((held.kind, held.task), message, message, False, actions)
+
+    def _dispatch(self, now: float, actions: list[Action]) -> None:
+        """Give idle workers pending tasks, then backup attempts of stragglers."""
+        while self._idle:
+            if self._pending:
+                task_id = self._pending.popleft()
+                self._started[task_id] = now
+                actions.append(self._start(task_id, self._idle.pop(0), is_backup=False))
+                continue
+            straggler = self._straggler(self._idle[0], now)
+            if straggler is None:
+                return
+            actions.append(self._start(straggler, self._idle.pop(0), is_backup=True))
+
+    def _start(self, task_id: TaskId, worker: Worker, *, is_backup: bool) -> Assign:
         attempt = self._attempts.get(task_id, 0) + 1
         self._attempts[task_id] = attempt
         self._running.setdefault(task_id, {})[attempt] = worker
-        return Assignment(task_id[0], task_id[1], attempt, is_backup)
+        return Assign(worker, task_id[0], task_id[1], attempt, is_backup)
 
-    def _straggler(self, worker: object, now: float) -> TaskId | None:
-        kind = self.phase.value
+    def _straggler(self, worker: Worker, now: float) -> TaskId | None:
+        kind = TaskKind(self.phase.value)
         finished = self._durations[kind]
-        if not self.backup_tasks or not finished or self._done_counts[kind] < BACKUP_AFTER_DONE * self.totals[kind]:
+        if not self._policy.backup_tasks or not finished or self.done_count(kind) < BACKUP_AFTER_DONE * self.totals[kind]:
             return None
         slow_after = BACKUP_SLOWER_THAN * statistics.median(finished)
         candidates = [(self._started[t], t) for t, attempts in self._running.items()
@@ -114,66 +484,31 @@ class Scheduler:
                       and now - self._started[t] > slow_after]
         return min(candidates)[1] if candidates else None
 
-    def is_current(self, kind: str, task: int, attempt: int) -> bool:
-        """True if (task, attempt) is a running attempt whose result would count."""
-        return attempt in self._running.get((kind, task), {})
-
-    def holder(self, kind: str, task: int, attempt: int) -> object | None:
-        """The worker running (task, attempt) if it is current, else None."""
-        return self._running.get((kind, task), {}).get(attempt)
-
-    def finished(self, kind: str, task: int, attempt: int) -> list[int]:
-        """Record that a current attempt finished and its commit began; return the task's other
-        attempts, which are stale from now on (their output is to be discarded)."""
-        task_id = (kind, task)
-        others = [a for a in self._running.pop(task_id, {}) if a != attempt]
-        self._committing.add(task_id)
-        return others
-
-    def task_done(self, kind: str, task: int, attempt: int, now: float = 0.0) -> None:
-        """Record a committed attempt (call after the durable commit); may advance the phase.
-        Any other attempt of the task becomes stale."""
-        task_id = (kind, task)
-        self._running.pop(task_id, None)
-        self._committing.discard(task_id)
-        if task_id in self._started:
-            self._durations[kind].append(now - self._started.pop(task_id))
-        if task_id not in self._done:
-            self._done.add(task_id)
-            self._done_counts[kind] += 1
-        if self.phase.value == kind and self._phase_done():
-            self._enter(Phase.REDUCE if kind == MAP else Phase.DONE)
-
-    def task_failed(self, kind: str, task: int, attempt: int, *, retry: bool, reason: str) -> None:
-        """Record a failed attempt: queue the task again, or fail the job."""
-        if not self.is_current(kind, task, attempt):
-            return
-        if not retry:
-            self.fail(reason)
-            return
-        self._drop_attempt((kind, task), attempt, front=False)
-
-    def worker_lost(self, worker: object) -> list[Assignment]:
-        """Take back the lost worker's attempts; tasks left with none are queued first again."""
-        lost = [Assignment(k, t, a) for (k, t), attempts in self._running.items()
-                for a, w in attempts.items() if w is worker]
-        for assignment in lost:
-            self._drop_attempt((assignment.kind, assignment.task), assignment.attempt, front=True)
-        return lost
-
     def _drop_attempt(self, task_id: TaskId, attempt: int, *, front: bool) -> None:
         attempts = self._running[task_id]
         del attempts[attempt]
         if not attempts:  # no other attempt carries on: the task waits for a worker again
             del self._running[task_id]
             self._started.pop(task_id, None)
-            (self._pending.appendleft if front else self._pending.append)(task_id)
+            if self.phase not in (Phase.DONE, Phase.FAILED):
+                (self._pending.appendleft if front else self._pending.append)(task_id)
 
-    def fail(self, reason: str) -> None:
-        """End the job: nothing more is assigned."""
-        if self.phase is not Phase.FAILED:
-            self.phase, self.failure = Phase.FAILED, reason
+    def _fail(self, reason: str, actions: list[Action]) -> None:
+        if not self.is_finished:
+            self.failure = reason
             self._pending.clear()
+            self._enter(Phase.FAILED, actions)
+
+    def _enter(self, phase: Phase, actions: list[Action]) -> None:
+        self.phase = phase
+        actions.append(EnterPhase(phase, self.failure if phase is Phase.FAILED else None))
+        if phase in (Phase.MAP, Phase.REDUCE):
+            kind = TaskKind(phase.value)
+            self._pending = deque((kind, t) for t in range(self.totals[kind]) if (kind, t) not in self._done)
+            if not self._pending and not any(k == kind for k, _ in self._running):
+                self._enter(Phase.REDUCE if phase is Phase.MAP else Phase.DONE, actions)
+        else:
+            self._idle.clear()  # the server says goodbye to every worker as it stops
 
     # -- queries --------------------------------------------------------------------------
 
@@ -181,27 +516,50 @@ class Scheduler:
     def is_finished(self) -> bool:
         return self.phase in (Phase.DONE, Phase.FAILED)
 
+    def is_current(self, kind: str, task: int, attempt: int) -> bool:
+        """True if (task, attempt) is a running attempt whose result would count."""
+        return attempt in self._running.get((kind, task), {})  # type: ignore[arg-type]  # "map" == TaskKind.MAP
+
+    def holder(self, kind: str, task: int, attempt: int) -> Worker | None:
+        """The worker running (task, attempt) if it is current, else None."""
+        return self._running.get((kind, task), {}).get(attempt)  # type: ignore[arg-type]
+
     def done_count(self, kind: str) -> int:
-        return self._done_counts[kind]
+        return self._done_counts[TaskKind(kind)]
 
-    def running(self) -> list[tuple[Assignment, object]]:
+    def running(self) -> list[tuple[Assign, Worker]]:
         """Every current attempt and its worker."""
-        return [(Assignment(k, t, a), w) for (k, t), attempts in self._running.items() for a, w in attempts.items()]
+        return [(Assign(w, k, t, a), w) for (k, t), attempts in self._running.items() for a, w in attempts.items()]
 
-    def _phase_done(self) -> bool:
-        kind = self.phase.value
-        return self.done_count(kind) == self.totals[kind]
-
-    def _enter(self, phase: Phase) -> None:
-        self.phase = phase
-        if phase in (Phase.MAP, Phase.REDUCE):
-            kind = phase.value
-            self._pending = deque((kind, t) for t in range(self.totals[kind]) if (kind, t) not in self._done)
-            if not self._pending and not any(k == kind for k, _ in self._running):
-                self._enter(Phase.REDUCE if phase is Phase.MAP else Phase.DONE)
-
-    def _check(self) -> None:
+    def check_invariants(self) -> None:
         pending, running, committing = set(self._pending), set(self._running), self._committing
+        assert len(pending) == len(self._pending), "a task is queued twice"
         assert not (pending & running) and not (pending & self._done) and not (running & self._done)
         assert not (committing & (pending | running | self._done))
         assert all(self._running.values())
+        busy = {w for attempts in self._running.values() for w in attempts.values()}
+        assert not any(w in busy for w in self._idle), "an idle worker holds an attempt"
+
+
+def _exit_text(code: int) -> str:
+    if code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"exit code {code}"
+
+
+_HANDLERS: dict[type, Callable[[Scheduler, Any, list[Action]], None]] = {
+    WorkerJoined: Scheduler._on_worker_joined,
+    WorkerReady: Scheduler._on_worker_ready,
+    Heard: Scheduler._on_heard,
+    AttemptFinished: Scheduler._on_attempt_finished,
+    AttemptCommitted: Scheduler._on_attempt_committed,
+    AttemptFailed: Scheduler._on_attempt_failed,
+    WorkerLost: Scheduler._on_worker_lost,
+    WorkerExited: Scheduler._on_worker_exited,
+    Tick: Scheduler._on_tick,
+    Abort: Scheduler._on_abort,
+    Halt: Scheduler._on_halt,
+}

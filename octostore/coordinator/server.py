@@ -8,6 +8,14 @@ worker that spills mid-task would otherwise deadlock both sides on full
 socket buffers).  Reading ``source[key]`` is user code that may block on
 disk, so it runs in a one-thread executor, one batch at a time.
 
+The server decides nothing about tasks.  What happens on its sockets, its
+stores and its clock becomes an event for the scheduler (``_handle``), and
+the scheduler's actions are carried out by the methods in ``_actions``
+(scheduler.py lists both): which task a worker gets, whether a result counts,
+whether a failure is retried, when a silent worker is lost and when a dead
+one is replaced are all decided there.  Launching and reaping workers runs
+on a thread of its own (``_launcher``): an SSH start takes seconds.
+
 Every message a worker can send after the handshake is in ``_handlers``.
 Nothing is unpickled from a peer before the handshake and frame MAC pass.
 
@@ -19,7 +27,7 @@ Commit order for a finished attempt (a crash between any two steps is safe):
    commit off the event loop (commits.py); meanwhile the worker already has
    its next task, since it keeps nothing of the last one
    -> the commit point; a second commit of the task is refused (returns False)
-3. the scheduler learns the task is done: only now can the phase advance
+3. the scheduler learns the task is done (AttemptCommitted): only now can the phase advance
    -> crash before: the task is DONE on disk; resume does not redo it
 
 In shuffle mode 'paths' step 1 is the worker's: it writes, fsyncs and renames
@@ -41,12 +49,13 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
 import pickle
+import socket
 import ssl
 import sys
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,76 +75,73 @@ from ..progress import Progress
 from ..protocol.channel import AsyncChannel
 from ..protocol.handshake import HANDSHAKE_TIMEOUT_S
 from ..protocol.messages import (
-    MAP, PYTHON_VERSION, REDUCE, Heartbeat, Hello, Input, InputEnd, MapFile, MapPaths, MapTask, Ready, ReduceTask,
+    PYTHON_VERSION, Heartbeat, Hello, Input, InputEnd, MapFile, MapPaths, MapTask, Ready, ReduceTask,
     Results, RunBlocks, RunRanges, Segment, Refused, Shutdown, TaskDone, TaskFailed, Welcome,
 )
 from ..protocol.tls import server_context
 from ..stores.mapfiles import check_map_file, is_file_entry, job_dir, map_file, remove_attempt
 from ..stores.segments import SegmentStore
 from ..stores.state import JobState, StateStore, TaskState
+from ..launch.group import WorkerPool
+from ..tasks import TaskKind
 from .commits import GroupCommit
-from .liveness import MAX_RESPAWNS_PER_WORKER, Liveness, Totals, WorkerConn, WorkerPool
-from .scheduler import Assignment, Phase, Scheduler
+from .roster import Roster, Totals, WorkerConn, write_live_status
+from .scheduler import (
+    Abort, Assign, AttemptCommitted, AttemptFailed, AttemptFinished, Commit, Discard, DiscardReason, Dismiss,
+    EnterPhase, Event, Halt, Heard, LoseWorker, Phase, RecordFailure, Scheduler, StartWorkers, Tick, Warn,
+    WorkerExited, WorkerJoined, WorkerLost, WorkerReady,
+)
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class _Attempt:
-    """Segments an in-flight attempt has written so far (not yet committed)."""
+    """What an in-flight attempt has written so far (not yet committed), and its stats once done."""
 
     runs: dict[tuple[int, int], list[int]] = field(default_factory=dict)  # (partition, run) -> segments
     results: list[int] = field(default_factory=list)
     map_file: tuple[str, list[list[Any]]] | None = None  # paths mode: (path, checked index) from MapFile
+    stats: dict[str, int] = field(default_factory=dict)  # from TaskDone, counted once the commit lands
 
 
 class JobCancelled(OctoError):
     """Raised by the coordinator when `octo cancel` (SIGTERM) stopped the job; it can be resumed."""
 
 
-class CoordinatorServer(Liveness):
+class CoordinatorServer:
     """Runs one job's map and reduce phases over TCP; returns when the job is done or failed."""
 
     def __init__(self, job: Job, job_id: str, config: Config, paths: JobPaths, state: StateStore,
-                 secret: bytes, epoch: int, partitions: int, map_tasks: int, progress: Progress) -> None:
+                 secret: bytes, progress: Progress) -> None:
+        meta = state.meta()
         self.job, self.job_id, self.config, self.paths = job, job_id, config, paths
-        self.state, self.secret, self.epoch = state, secret, epoch
+        self.state, self.secret, self.epoch, self.progress = state, secret, int(meta["epoch"]), progress
+        self.partitions = int(meta["partitions"])
         self.plan = config.memory_plan()  # the workers' shares of the budget, and the input batch size
-        self.partitions, self.progress = partitions, progress
-        records = [((kind, t), r) for kind in (MAP, REDUCE) for t, r in state.tasks(kind)]
-        done = [task for task, r in records if r.state is TaskState.DONE]
-        failed = {task: r.failures for task, r in records if r.failures}  # "attempt N of M" goes on after a resume
-        self.scheduler = Scheduler(map_tasks, partitions, done=done, attempts=failed, backup_tasks=config.backup_tasks)
-        # liveness (liveness.py)
-        self.pool: WorkerPool | None = None
-        self._respawns_left = MAX_RESPAWNS_PER_WORKER * config.resolved_workers()
-        self._lost_local: dict[int, Assignment] = {}  # pid -> the attempt a lost local worker ran
-        self._last_worker_seen = time.monotonic()
-        # this module's
-        self._cancelled = False
-        self._disk_full: DiskFull | None = None
-        self._closing = False
-        self._handshaking: set[asyncio.StreamWriter] = set()
-        self._tls: ssl.SSLContext | None = None
-        if config.tls:  # ConfigError now, before anything listens, if the files do not load
-            self._tls = server_context(str(config.tls_cert), str(config.tls_key))
-        self.spill = [SegmentStore(paths.partition_spill(p), config.map_size_bytes) for p in range(partitions)]
+        self.scheduler = _scheduler_from_state(state, config, int(meta["map_tasks"]), self.partitions)
+        self.pool: WorkerPool | None = None  # set once the launched workers exist (submit.py)
+        self.totals = Totals()
+        self.roster = Roster(self.totals, time.monotonic())
+        self.spill = [SegmentStore(paths.partition_spill(p), config.map_size_bytes) for p in range(self.partitions)]
         self.results = SegmentStore(paths.results, config.map_size_bytes)
         self._appended: set[SegmentStore] = set()  # stores appended to since the last group commit
         self._commits = GroupCommit(state, self._commit_failed, self._flushes_before_commit)
-        self.totals = Totals()
+        self._attempts: dict[tuple[str, int, int], _Attempt] = {}  # from Assign to its commit or discard
         self._functions = pack_functions(job.functions)
         root = config.shared_root if config.shuffle_mode == "paths" else None
         self.shared_dir = job_dir(root, job_id) if root else None  # paths mode: this job's map files
         self._sends_paths = self.shared_dir is not None and isinstance(job.source, FileSource)
+        self._tls = server_context(str(config.tls_cert), str(config.tls_key)) if config.tls else None
         self._source_pool = ThreadPoolExecutor(1, thread_name_prefix="octo-source")
+        self._launcher = ThreadPoolExecutor(1, thread_name_prefix="octo-launch")  # pool.start/reap: off the loop
         self._compressor = zstandard.ZstdCompressor(level=1)
-        self._attempts: dict[tuple[str, int, int], _Attempt] = {}
-        self._idle: list[WorkerConn] = []
-        self._workers: set[WorkerConn] = set()
+        self._cancelled = False
+        self._disk_full: DiskFull | None = None
+        self._closing = False
+        self._handshaking: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()  # connection readers and input senders
         self._finished = asyncio.Event()
-        self._phase_reported: Phase | None = None
         self._handlers: dict[type, Callable[[WorkerConn, Any], Any]] = {
             Heartbeat: self._on_heartbeat,
             Ready: self._on_ready,
@@ -144,6 +150,17 @@ class CoordinatorServer(Liveness):
             Results: self._on_results,
             TaskDone: self._on_task_done,
             TaskFailed: self._on_task_failed,
+        }
+        self._actions: dict[type, Callable[[Any], None]] = {
+            Assign: self._assign,
+            Commit: self._commit,
+            Discard: self._discard,
+            RecordFailure: self._record_failure,
+            EnterPhase: self._enter_phase,
+            Dismiss: self._dismiss,
+            LoseWorker: self._lose_worker,
+            StartWorkers: self._start_workers,
+            Warn: lambda a: log.warning("%s", a.message),
         }
 
     # -- life -----------------------------------------------------------------------------
@@ -154,7 +171,7 @@ class CoordinatorServer(Liveness):
                                             limit=1 << 20, reuse_address=True)
         host, port = server.sockets[0].getsockname()[:2]
         self._prepare_shared_dir()
-        self._report_phase()
+        self._enter_phase(EnterPhase(self.scheduler.phase, self.scheduler.failure))  # where the stored state is
         on_listening(host, port)
         ticker = asyncio.get_running_loop().create_task(self._tick_forever())
         try:
@@ -162,17 +179,18 @@ class CoordinatorServer(Liveness):
                 await self._finished.wait()
         finally:
             ticker.cancel()
-            self._reap_local_workers()  # report workers that died near the end
+            await self._reap_workers()  # report workers that died near the end
             server.close()
             self._closing = True
             for writer in list(self._handshaking):  # peers still in the handshake: no need to wait 10 s
                 writer.transport.abort()
-            for worker in list(self._workers):
+            for worker in self.roster:
                 await self._say_goodbye(worker)
             await self._join_tasks()
             await self._commits.drain()
             await server.wait_closed()
             self._source_pool.shutdown(wait=False, cancel_futures=True)
+            self._launcher.shutdown(wait=True)
         if self._disk_full is not None:
             raise self._disk_full
         if self._cancelled:
@@ -199,12 +217,14 @@ class CoordinatorServer(Liveness):
         if self._disk_full is None:
             log.error("%s; stopping the job", reason.message)
             self._disk_full = reason
+            self._handle(Halt(time.monotonic()))
             self._finished.set()
 
     def cancel(self) -> None:
         """Stop handing out work and end serve() (SIGTERM from `octo cancel`); the job stays resumable."""
         log.warning("job %s: cancel requested; stopping", self.job_id)
         self._cancelled = True
+        self._handle(Halt(time.monotonic()))
         self._finished.set()
 
     def close_stores(self) -> None:
@@ -225,12 +245,110 @@ class CoordinatorServer(Liveness):
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        self._track(asyncio.get_running_loop().create_task(coroutine))
+
     async def _say_goodbye(self, worker: WorkerConn) -> None:
         try:
             await asyncio.wait_for(worker.channel.send(Shutdown(f"job {self.job_id} is {self.scheduler.phase.value}")), 5)
         except (ConnectionLost, OSError, asyncio.TimeoutError):
             pass
         worker.channel.close()
+
+    # -- the scheduler's events in, its actions out -----------------------------------------
+
+    def _handle(self, event: Event) -> None:
+        """Tell the scheduler what happened and carry out what it decides, in order."""
+        for action in self.scheduler.handle(event):
+            self._actions[type(action)](action)
+
+    def _assign(self, a: Assign) -> None:
+        worker: WorkerConn = a.worker
+        log.debug("%s task %d attempt %d: assigned to %s", a.kind, a.task, a.attempt, worker.name)
+        if a.is_backup:
+            log.info("%s task %d: backup attempt %d on %s (the first to finish wins)", a.kind, a.task,
+                     a.attempt, worker.name)
+        self._attempts[(a.kind, a.task, a.attempt)] = _Attempt()
+        self._spawn(self._send_task(worker, a))
+
+    def _commit(self, a: Commit) -> None:
+        """Step 2 of the commit order: queue the attempt's output for the group commit."""
+        key = (a.kind, a.task, a.attempt)
+        attempt = self._attempts[key]
+
+        def committed(done: bool) -> None:  # step 3, once step 2 is on disk
+            log.debug("%s task %d attempt %d: %s", *key, "committed" if done else "refused (already done)")
+            if done:
+                self._count(attempt.stats)
+            self._handle(AttemptCommitted(a.kind, a.task, a.attempt, done, time.monotonic()))
+            self._attempts.pop(key, None)  # committed: the state store references its output now
+
+        self._commits.add((a.kind, a.task, a.attempt, _task_output(a.kind, attempt)), committed)
+
+    def _discard(self, a: Discard) -> None:
+        if a.why is DiscardReason.WORKER_LOST:
+            log.info("%s task %d attempt %d: its worker %s was lost; the task runs again", a.kind, a.task,
+                     a.attempt, a.worker.name)
+        else:
+            log.debug("%s task %d attempt %d: discarded: %s", a.kind, a.task, a.attempt, a.why.value)
+        dropped = self._attempts.pop((a.kind, a.task, a.attempt), None)
+        if dropped is not None:
+            self._drop_output(a.kind, a.task, a.attempt, dropped)
+
+    def _record_failure(self, a: RecordFailure) -> None:
+        self.state.record_failure(a.kind, a.task, a.error, failed=a.is_final)
+        if not a.is_final:
+            log.warning("%s; retrying (attempt %d of %d)", a.message, a.failures + 1, a.max_attempts)
+
+    def _enter_phase(self, a: EnterPhase) -> None:
+        if a.phase in (Phase.MAP, Phase.REDUCE):
+            self.progress.start_phase(a.phase.value, self.scheduler.totals[TaskKind(a.phase.value)])
+            self.progress.advance(self.scheduler.done_count(a.phase.value), 0, 0)
+            if a.phase is Phase.REDUCE:
+                self.state.set_meta(state=JobState.REDUCING.value)
+        else:
+            self.progress.close()
+            self._finished.set()
+
+    def _dismiss(self, a: Dismiss) -> None:
+        self._spawn(self._say_goodbye(a.worker))
+
+    def _lose_worker(self, a: LoseWorker) -> None:
+        worker: WorkerConn = a.worker
+        log.warning("worker %s lost: silent for %.1f s (lease %.1f s)", worker.name, a.silent_s, self.config.lease_s)
+        worker.channel.close()  # its reader sees the connection end and reports WorkerLost
+
+    def _start_workers(self, a: StartWorkers) -> None:
+        if self.pool is not None:
+            log.info("%s; starting a replacement", a.reason)
+            asyncio.get_running_loop().run_in_executor(self._launcher, self.pool.start, a.count)
+
+    async def _reap_workers(self) -> None:
+        """Report local workers that exited (the pool is asked off the loop)."""
+        if self.pool is None:
+            return
+        exited = await asyncio.get_running_loop().run_in_executor(self._launcher, self.pool.reap)
+        for pid, code in exited:
+            self._handle(WorkerExited(pid, code, time.monotonic()))
+
+    async def _tick_forever(self) -> None:
+        every_s = min(1.0, self.config.lease_s / 4)
+        while True:
+            await asyncio.sleep(every_s)
+            now = time.monotonic()
+            self._handle(Tick(now))
+            await self._reap_workers()
+            self.roster.warn_if_empty(now)
+            write_live_status(self.paths.live_status, self.live_status())
+
+    def live_status(self) -> dict[str, Any]:
+        """What status.json holds while the job runs."""
+        running = {id(w): f"{a.kind} {a.task} attempt {a.attempt}" for a, w in self.scheduler.running()}
+        bytes_in, bytes_out = self.roster.bytes_moved()
+        return {"pid": os.getpid(), "host": socket.gethostname(), "updated_at": time.time(),
+                "phase": self.scheduler.phase.value,
+                "workers": [{"name": w.name, "task": running.get(id(w))} for w in self.roster],
+                "bytes_in": bytes_in, "bytes_out": bytes_out}
 
     # -- connections ----------------------------------------------------------------------
 
@@ -261,7 +379,7 @@ class CoordinatorServer(Liveness):
             await channel.send(Refused(mismatch))
             channel.close()
             return
-        worker = WorkerConn(f"{hello.host}:{hello.pid}", hello.pid, channel, time.monotonic(),
+        worker = WorkerConn(f"{hello.host}:{hello.pid}", hello.pid, channel,
                             compress_inputs=self._compresses_for(writer.get_extra_info("peername")[0]))
         await self._serve_worker(worker, hello)
 
@@ -290,10 +408,10 @@ class CoordinatorServer(Liveness):
             raise ConnectionLost(f"TLS handshake failed: {e.strerror or e}") from None
 
     async def _serve_worker(self, worker: WorkerConn, hello: Hello) -> None:
-        self._workers.add(worker)
-        self.totals.workers_seen += 1
-        log.info("worker %s joined (octostore %s); %d connected", worker.name, hello.version, len(self._workers))
-        self._show_workers()
+        self.roster.add(worker)
+        self._handle(WorkerJoined(worker, worker.pid, time.monotonic()))
+        log.info("worker %s joined (octostore %s); %d connected", worker.name, hello.version, len(self.roster))
+        self.progress.set_workers(self.roster.per_host())
         try:
             settings = {"partitions": self.partitions, "block_bytes": self.config.block_bytes,
                         "zstd_level": self.config.zstd_level, "map_buffer_bytes": self.plan.map_buffer_bytes,
@@ -304,7 +422,7 @@ class CoordinatorServer(Liveness):
             await worker.channel.send(Welcome(self.job_id, self.epoch, self._functions, settings))
             while True:
                 msg = await worker.channel.recv()
-                worker.last_seen = time.monotonic()
+                self._handle(Heard(worker, time.monotonic()))  # every message renews the lease
                 handler = self._handlers.get(type(msg))
                 if handler is None:
                     raise ProtocolError(f"unexpected message {msg.op} from a worker")
@@ -317,54 +435,25 @@ class CoordinatorServer(Liveness):
         finally:
             self._lose(worker)
 
-    def _show_workers(self) -> None:
-        """Workers by host, on the progress bar or lines."""
-        self.progress.set_workers(dict(Counter(w.name.rpartition(":")[0] for w in self._workers)))
-
     def _lose(self, worker: WorkerConn) -> None:
-        self._workers.discard(worker)
-        self._show_workers()
-        if worker in self._idle:
-            self._idle.remove(worker)
-        self.totals.bytes_in += worker.channel.bytes_in
-        self.totals.bytes_out += worker.channel.bytes_out
+        self.roster.remove(worker)
+        self.progress.set_workers(self.roster.per_host())
         worker.channel.close()
-        for lost in self.scheduler.worker_lost(worker):
-            self._discard(lost.kind, lost.task, lost.attempt)
-            self._lost_local[worker.pid] = lost  # if it was our process and it died, the attempt counts
-            asyncio.get_running_loop().call_later(0.2, self._reap_local_workers)  # it is exiting: look soon
-            log.info("%s task %d attempt %d: its worker %s was lost; the task runs again", lost.kind, lost.task,
-                     lost.attempt, worker.name)
-        self._dispatch_idle()
+        self._handle(WorkerLost(worker, time.monotonic()))
+        if self.pool is not None and not self._closing:  # if it was our process, it is exiting: look soon
+            asyncio.get_running_loop().call_later(0.2, lambda: self._spawn(self._reap_workers()))
 
     # -- handing out work -----------------------------------------------------------------
 
+    async def _on_heartbeat(self, worker: WorkerConn, _: Heartbeat) -> None:
+        pass  # receiving it renewed the lease
+
     async def _on_ready(self, worker: WorkerConn, _: Ready) -> None:
-        worker.assignment = None
-        if self.scheduler.is_finished:
-            await worker.channel.send(Shutdown(f"job {self.job_id} is {self.scheduler.phase.value}"))
-            return
-        self._idle.append(worker)
-        self._dispatch_idle()
+        self._handle(WorkerReady(worker, time.monotonic()))
 
-    def _dispatch_idle(self) -> None:
-        while self._idle and not self._cancelled and self._disk_full is None:
-            assignment = self.scheduler.assign(self._idle[0], time.monotonic())
-            if assignment is None:
-                return
-            worker = self._idle.pop(0)
-            log.debug("%s task %d attempt %d: assigned to %s", assignment.kind, assignment.task,
-                      assignment.attempt, worker.name)
-            if assignment.is_backup:
-                log.info("%s task %d: backup attempt %d on %s (the first to finish wins)", assignment.kind,
-                         assignment.task, assignment.attempt, worker.name)
-            worker.assignment = assignment
-            self._attempts[(assignment.kind, assignment.task, assignment.attempt)] = _Attempt()
-            self._track(asyncio.get_running_loop().create_task(self._send_task(worker, assignment)))
-
-    async def _send_task(self, worker: WorkerConn, a: Assignment) -> None:
+    async def _send_task(self, worker: WorkerConn, a: Assign) -> None:
         try:
-            if a.kind == MAP:  # the task's first message waits for its input: one system call for a small task
+            if a.kind == TaskKind.MAP:  # the task's first message waits for its input: one system call for a small task
                 await worker.channel.send(MapTask(a.task, a.attempt, self.epoch), flush=False)
                 await self._send_map_input(worker, a.task)
             else:
@@ -375,8 +464,8 @@ class CoordinatorServer(Liveness):
         except (ConnectionLost, OSError):
             worker.channel.close()  # the reader task sees it and requeues the task
         except Exception as e:  # the job's source raised while we read it
-            self._fail(f"reading source for map task {a.task} failed: {type(e).__name__}: {e}\n"
-                       + format_user_traceback(e))
+            self._handle(Abort(f"reading source for map task {a.task} failed: {type(e).__name__}: {e}\n"
+                               + format_user_traceback(e), time.monotonic()))
             worker.channel.close()
 
     async def _send_map_input(self, worker: WorkerConn, task: int) -> None:
@@ -416,7 +505,7 @@ class CoordinatorServer(Liveness):
         """Every committed run of `partition`: a segment list, or (paths mode) {"file", "blocks"}."""
         return [
             segments
-            for _, record in self.state.tasks(MAP)
+            for _, record in self.state.tasks(TaskKind.MAP)
             if record.state is TaskState.DONE
             for p, segments in record.output
             if p == partition
@@ -454,7 +543,7 @@ class CoordinatorServer(Liveness):
         return self._attempts.get((kind, task, attempt))
 
     async def _on_segment(self, worker: WorkerConn, msg: Segment) -> None:
-        attempt = self._held(worker, MAP, msg.task, msg.attempt)
+        attempt = self._held(worker, TaskKind.MAP, msg.task, msg.attempt)
         if attempt is None or not 0 <= msg.partition < self.partitions:
             return  # not this worker's current attempt: dropped unwritten
         store = self.spill[msg.partition]
@@ -463,7 +552,7 @@ class CoordinatorServer(Liveness):
         attempt.runs.setdefault((msg.partition, msg.run), []).append(segment)
 
     async def _on_map_file(self, worker: WorkerConn, msg: MapFile) -> None:
-        attempt = self._held(worker, MAP, msg.task, msg.attempt)
+        attempt = self._held(worker, TaskKind.MAP, msg.task, msg.attempt)
         if attempt is None or self.shared_dir is None:
             return  # not this worker's current attempt (its file is removed with the attempt)
         expected = map_file(self.shared_dir, msg.task, msg.attempt, self.epoch)
@@ -473,35 +562,24 @@ class CoordinatorServer(Liveness):
             return
         message = (f"map task {msg.task} attempt {msg.attempt}: {problem}\nhint: the coordinator and every worker "
                    "must mount shared_root at the same path")
-        await self._on_task_failed(worker, TaskFailed(MAP, msg.task, msg.attempt, self.epoch, message, "", False))
+        await self._on_task_failed(worker, TaskFailed(TaskKind.MAP, msg.task, msg.attempt, self.epoch, message, "", False))
 
     async def _on_results(self, worker: WorkerConn, msg: Results) -> None:
-        attempt = self._held(worker, REDUCE, msg.task, msg.attempt)
+        attempt = self._held(worker, TaskKind.REDUCE, msg.task, msg.attempt)
         if attempt is not None:
             attempt.results.append(self.results.append_segment(msg.blocks))
             self._appended.add(self.results)
 
     async def _on_task_done(self, worker: WorkerConn, msg: TaskDone) -> None:
         key = (msg.kind, msg.task, msg.attempt)
-        if msg.epoch != self.epoch or self._held(worker, *key) is None:
+        attempt = self._held(worker, *key) if msg.epoch == self.epoch else None
+        if attempt is None:
             log.debug("%s task %d attempt %d: ignored a result from %s (not its current attempt)", *key, worker.name)
             return
-        if msg.kind == MAP and self.shared_dir is not None and self._attempts[key].map_file is None:
+        if msg.kind == TaskKind.MAP and self.shared_dir is not None and attempt.map_file is None:
             raise ProtocolError(f"map task {msg.task} attempt {msg.attempt}: done without reporting its map file")
-        attempt = self._attempts.pop(key)
-        for other in self.scheduler.finished(*key):  # a losing backup attempt
-            self._discard(msg.kind, msg.task, other)
-
-        def committed(done: bool) -> None:  # step 3, once step 2 is on disk
-            log.debug("%s task %d attempt %d: %s", *key, "committed" if done else "refused (already done)")
-            if done:
-                self._count(msg)
-            else:  # the task was already DONE: this attempt's output is not referenced
-                self._drop_output(msg.kind, msg.task, msg.attempt, attempt)
-            self.scheduler.task_done(*key, now=time.monotonic())
-            self._report_phase()
-
-        self._commits.add((msg.kind, msg.task, msg.attempt, _task_output(msg.kind, attempt)), committed)  # step 2
+        attempt.stats = msg.stats
+        self._handle(AttemptFinished(_kind(msg.kind), msg.task, msg.attempt, time.monotonic()))
 
     def _flushes_before_commit(self) -> list[Callable[[], None]]:
         """What the commit thread flushes before a group commit: the stores appended to since the
@@ -514,10 +592,10 @@ class CoordinatorServer(Liveness):
         if isinstance(error, DiskFull):
             self._pause(error)
         else:
-            self._fail(f"the state store could not commit: {getattr(error, 'message', None) or error!r}")
+            self._handle(Abort(f"the state store could not commit: {getattr(error, 'message', None) or error!r}",
+                               time.monotonic()))
 
-    def _count(self, msg: TaskDone) -> None:
-        stats = msg.stats
+    def _count(self, stats: dict[str, int]) -> None:
         self.totals.records_in += stats.get("records_in", 0)
         self.totals.pairs_out += stats.get("pairs_out", 0)
         self.totals.worker_peak_rss_bytes = max(self.totals.worker_peak_rss_bytes, stats.get("peak_rss_bytes", 0))
@@ -528,32 +606,20 @@ class CoordinatorServer(Liveness):
         key = (msg.kind, msg.task, msg.attempt)
         if msg.epoch != self.epoch or self._held(worker, *key) is None:
             return
-        self._discard(*key)
         text = msg.message + ("\n" + msg.traceback.rstrip() if msg.traceback else "")
-        record = self.state.record_failure(msg.kind, msg.task, text, self.config.max_attempts)
-        retry = not msg.is_contract_error and record.state is not TaskState.FAILED
-        if retry:
-            log.warning("%s; retrying (attempt %d of %d)", msg.message, record.failures + 1, self.config.max_attempts)
-        self.scheduler.task_failed(*key, retry=retry, reason=text)
-        if self.scheduler.phase is Phase.FAILED:
-            self._fail(text)
-        self._dispatch_idle()
-
-    def _discard(self, kind: str, task: int, attempt: int) -> None:
-        dropped = self._attempts.pop((kind, task, attempt), None)
-        if dropped is not None:
-            self._drop_output(kind, task, attempt, dropped)
+        self._handle(AttemptFailed(_kind(msg.kind), msg.task, msg.attempt, msg.message, text, msg.is_contract_error,
+                                   time.monotonic()))
 
     def _drop_output(self, kind: str, task: int, number: int, attempt: _Attempt) -> None:
         """Delete an uncommitted attempt's segments and (paths mode) its map file, if any."""
         self._drop_segments(kind, attempt)
-        if kind == MAP and self.shared_dir is not None:
+        if kind == TaskKind.MAP and self.shared_dir is not None:
             remove_attempt(self.shared_dir, task, number, self.epoch)
 
     def _drop_segments(self, kind: str, attempt: _Attempt) -> None:
         """Delete an uncommitted attempt's segments; best effort, as resume collects any left."""
         try:
-            if kind == MAP:
+            if kind == TaskKind.MAP:
                 for (partition, _), segments in attempt.runs.items():
                     self.spill[partition].delete_segments(segments)
             else:
@@ -561,38 +627,32 @@ class CoordinatorServer(Liveness):
         except (DiskFull, StoreError) as e:
             log.debug("segments of a discarded attempt stay until resume collects them: %s", e.message)
 
-    # -- phases ---------------------------------------------------------------------------
-
-    def _report_phase(self) -> None:
-        phase = self.scheduler.phase
-        if phase is self._phase_reported:
-            return
-        self._phase_reported = phase
-        if phase in (Phase.MAP, Phase.REDUCE):
-            total = self.scheduler.totals[phase.value]
-            self.progress.start_phase(phase.value, total)
-            self.progress.advance(self.scheduler.done_count(phase.value), 0, 0)
-            if phase is Phase.REDUCE:
-                self.state.set_meta(state=JobState.REDUCING.value)
-            self._dispatch_idle()
-        else:
-            self.progress.close()
-            self._finished.set()
-
-    def _fail(self, reason: str) -> None:
-        self.scheduler.fail(reason)
-        self._report_phase()
-
 
 def _task_output(kind: str, attempt: _Attempt) -> list[Any]:
     """What the state store records for a committed attempt (stores/state.py, TaskRecord.output)."""
-    if kind == REDUCE:
+    if kind == TaskKind.REDUCE:
         return attempt.results
     if attempt.map_file is not None:  # paths mode: where each run's blocks are, in (run, partition) order
         path, index = attempt.map_file
         return [[partition, {"file": path, "blocks": ranges}] for partition, ranges in index]
     by_run = sorted(attempt.runs.items(), key=lambda item: (item[0][1], item[0][0]))
     return [[partition, segments] for (partition, _run), segments in by_run]
+
+
+def _scheduler_from_state(state: StateStore, config: Config, map_tasks: int, partitions: int) -> Scheduler:
+    """The scheduler for the tasks the state store has: DONE ones stay done, failures go on counting."""
+    records = [((kind, t), r) for kind in TaskKind for t, r in state.tasks(kind)]
+    return Scheduler(map_tasks, partitions, max_attempts=config.max_attempts, lease_s=config.lease_s,
+                     backup_tasks=config.backup_tasks, local_workers=config.resolved_workers(),
+                     done=[task for task, r in records if r.state is TaskState.DONE],
+                     failures={task: r.failures for task, r in records if r.failures})
+
+
+def _kind(text: str) -> TaskKind:
+    try:
+        return TaskKind(text)
+    except ValueError:
+        raise ProtocolError(f"unknown task kind {text!r}") from None
 
 
 def _version_mismatch(hello: Hello) -> str | None:

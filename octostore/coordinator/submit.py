@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import accumulate
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from .. import __version__, failpoints
 from ..allocator import return_freed_memory
@@ -48,16 +48,13 @@ from ..stores.results import iter_result_batches
 from ..stores.segments import SegmentStore
 from ..stores.state import JobState, StateStore, TaskState
 from .resume import collect_garbage, open_state, raise_epoch
-from .liveness import Totals, WorkerPool, write_live_status
+from ..launch.group import WorkerPool
+from .roster import Totals, write_live_status
 from .server import CoordinatorServer, JobCancelled
 
 log = logging.getLogger(__name__)
 
-class LaunchedWorkers(WorkerPool, Protocol):
-    def stop(self) -> None: ...
-
-
-Launch = Callable[[tuple[str, int]], LaunchedWorkers]
+Launch = Callable[[tuple[str, int]], WorkerPool]
 """Starts workers for a coordinator listening at (host, port); returns them (reap, start, stop)."""
 
 
@@ -139,7 +136,7 @@ def _run_job(job: Job, job_id: str, config: Config, paths: JobPaths, state: Stat
         if meta["state"] == JobState.DONE.value:
             totals = Totals()  # nothing to run: final() prints the stored results again
         else:
-            totals = _serve(job, job_id, config, paths, state, secret, partitions, map_tasks, launch, on_listening)
+            totals = _serve(job, job_id, config, paths, state, secret, launch, on_listening)
         _add_bytes_moved(state, totals)
         results = run_final(job, state, paths, config)
         state.set_meta(state=JobState.DONE.value, finished_at=time.time())
@@ -225,12 +222,11 @@ def _create_state(paths: JobPaths, config: Config, job: Job, job_id: str,
 
 
 def _serve(job: Job, job_id: str, config: Config, paths: JobPaths, state: StateStore, secret: bytes,
-           partitions: int, map_tasks: int, launch: Launch | None,
+           launch: Launch | None,
            on_listening: Callable[[str, int], None] | None) -> Totals:
     progress = make_progress(config.progress, config.progress_every_s)
-    server = CoordinatorServer(job, job_id, config, paths, state, secret, state.meta()["epoch"], partitions,
-                               map_tasks, progress)
-    launched: list[LaunchedWorkers] = []
+    server = CoordinatorServer(job, job_id, config, paths, state, secret, progress)
+    launched: list[WorkerPool] = []
 
     def listening(host: str, port: int) -> None:
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, server.cancel)  # `octo cancel`

@@ -5,20 +5,33 @@ from __future__ import annotations
 from typing import Protocol
 
 
-class Pool(Protocol):
-    def reap(self) -> list[tuple[int, int]]: ...
-    def start(self, count: int) -> None: ...
-    def stop(self) -> None: ...
+class WorkerPool(Protocol):
+    """Workers the coordinator started (local processes, SSH hosts, or a group of both).
+
+    The coordinator calls these off its event loop, from one thread (an SSH start can
+    take seconds); none of them may block on a worker."""
+
+    def reap(self) -> list[tuple[int, int]]:
+        """(pid, returncode) of workers that exited since the last call."""
+        ...
+
+    def start(self, count: int) -> None:
+        """Start `count` more workers."""
+        ...
+
+    def stop(self) -> None:
+        """Stop every worker (they exit when their stdin closes)."""
+        ...
 
 
 class WorkerGroup:
     """Reap from all pools; replace a dead worker in the pool it came from."""
 
-    def __init__(self, pools: list[Pool]) -> None:
+    def __init__(self, pools: list[WorkerPool]) -> None:
         self._pools = pools
-        self._owed: list[Pool] = []  # pools whose workers exited, oldest first: replacements go there
+        self._owed: list[WorkerPool] = []  # pools whose workers exited, oldest first: replacements go there
 
-    def add(self, pool: Pool) -> None:
+    def add(self, pool: WorkerPool) -> None:
         self._pools.append(pool)
 
     def reap(self) -> list[tuple[int, int]]:

@@ -40,9 +40,7 @@ import msgpack
 
 from ..errors import ProtocolError
 
-MAP = "map"
 PYTHON_VERSION = "%d.%d" % sys.version_info[:2]
-REDUCE = "reduce"
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +160,7 @@ class Results:
 @dataclass(frozen=True, slots=True)
 class TaskDone:
     op: ClassVar[str] = "task_done"
-    kind: str  # MAP or REDUCE
+    kind: str  # a TaskKind (octostore/tasks.py) as its text
     task: int
     attempt: int
     epoch: int

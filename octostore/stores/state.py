@@ -174,8 +174,9 @@ class StateStore:
 
         return lmdbenv.write(self.env, put)
 
-    def record_failure(self, kind: str, task: int, error: str, max_attempts: int) -> TaskRecord:
-        """Count a failed attempt of user code; the task is FAILED once it reaches `max_attempts`."""
+    def record_failure(self, kind: str, task: int, error: str, *, failed: bool) -> TaskRecord:
+        """Count a failed attempt of user code, and make the task FAILED if `failed` (the
+        scheduler decides: coordinator/scheduler.py). A DONE task is left as it is."""
 
         def put(txn: lmdb.Transaction) -> TaskRecord:
             key = task_key(kind, task)
@@ -184,7 +185,7 @@ class StateStore:
                 return record
             record.failures += 1
             record.last_error = error
-            if record.failures >= max_attempts:
+            if failed:
                 record.state = TaskState.FAILED
             txn.put(key, record.pack(), db=self._tasks)
             return record

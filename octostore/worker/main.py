@@ -45,11 +45,12 @@ from ..job import WorkerFunctions, format_user_traceback, unpack_functions
 from ..protocol.channel import SyncChannel
 from ..protocol.handshake import HANDSHAKE_TIMEOUT_S
 from ..protocol.messages import (
-    MAP, PYTHON_VERSION, REDUCE, Heartbeat, Hello, Input, InputEnd, MapFile, MapPaths, MapTask, Ready, ReduceTask,
+    PYTHON_VERSION, Heartbeat, Hello, Input, InputEnd, MapFile, MapPaths, MapTask, Ready, ReduceTask,
     Results, RunBlocks, RunRanges, Segment, Refused, Shutdown, TaskDone, TaskFailed, Welcome,
 )
 from ..protocol.tls import client_context
 from ..stores.mapfiles import MapFileWriter, map_file
+from ..tasks import TaskKind
 from .mapside import MapOutput
 from .reduceside import ReceivedRuns, ReduceFailed, reduce_runs
 
@@ -244,7 +245,7 @@ class Worker:
                 failure = self._map_items(task, output, items)
             del items  # not alive while the next batch is received
         if failure is None:
-            failure = self._guard(task, MAP, "combinefn", None, output.spill)
+            failure = self._guard(task, TaskKind.MAP, "combinefn", None, output.spill)
         if failure is None and writer is not None:
             failure = self._finish_map_file(task, writer)
         if failure is not None:
@@ -255,7 +256,7 @@ class Worker:
         stats = {"records_in": output.records_in, "pairs_out": output.pairs_out, "runs": output.runs,
                  "bytes_in": self._input_bytes,
                  "bytes_out": writer.size if writer is not None else sent[0], "peak_rss_bytes": _peak_rss_bytes()}
-        self.channel.send(TaskDone(MAP, task.task, task.attempt, task.epoch, stats), flush=False)  # with Ready
+        self.channel.send(TaskDone(TaskKind.MAP, task.task, task.attempt, task.epoch, stats), flush=False)  # with Ready
 
     def _open_map_file(self, task: MapTask) -> tuple[MapFileWriter | None, TaskFailed | None]:
         """Paths mode: the writer of this attempt's map file; payload mode: (None, None)."""
@@ -266,14 +267,14 @@ class Worker:
         try:
             return MapFileWriter(path), None
         except OSError as e:
-            return None, self._file_failed(task, MAP, f"cannot write map output to {path}", e)
+            return None, self._file_failed(task, TaskKind.MAP, f"cannot write map output to {path}", e)
 
     def _finish_map_file(self, task: MapTask, writer: MapFileWriter) -> TaskFailed | None:
         """Make the map file durable and tell the coordinator where it is (before TaskDone)."""
         try:
             size = writer.finish()
         except OSError as e:
-            return self._file_failed(task, MAP, f"cannot write map output to {writer.path}", e)
+            return self._file_failed(task, TaskKind.MAP, f"cannot write map output to {writer.path}", e)
         self.channel.send(MapFile(task.task, task.attempt, str(writer.path), size, writer.index))
         return None
 
@@ -281,7 +282,7 @@ class Worker:
         if isinstance(items, MapPaths):
             return self._map_files(task, output, items)
         for key, value in items:
-            failure = self._guard(task, MAP, "mapfn", key, output.map_record, key, value)
+            failure = self._guard(task, TaskKind.MAP, "mapfn", key, output.map_record, key, value)
             if failure is not None:
                 return failure
         return None
@@ -292,8 +293,8 @@ class Worker:
             try:
                 text = read_file(path, msg.encoding, msg.errors)
             except OSError as e:
-                return self._file_failed(task, MAP, f"cannot read input file {path}", e)
-            failure = self._guard(task, MAP, "mapfn", path, output.map_record, path, text)
+                return self._file_failed(task, TaskKind.MAP, f"cannot read input file {path}", e)
+            failure = self._guard(task, TaskKind.MAP, "mapfn", path, output.map_record, path, text)
             if failure is not None:
                 return failure
         return None
@@ -354,14 +355,14 @@ class Worker:
                                       values_memory_bytes=self.settings["values_memory_bytes"], emit=emit)
 
             if failure is None:
-                failure = self._guard(task, REDUCE, "reducefn", None, reduce)
+                failure = self._guard(task, TaskKind.REDUCE, "reducefn", None, reduce)
         finally:
             received.close()
         if failure is not None:
             self.channel.send(failure)
             return
         stats = {"bytes_in": received.bytes, "keys": keys[0], "bytes_out": sent[0], "peak_rss_bytes": _peak_rss_bytes()}
-        self.channel.send(TaskDone(REDUCE, task.task, task.attempt, task.epoch, stats), flush=False)  # with Ready
+        self.channel.send(TaskDone(TaskKind.REDUCE, task.task, task.attempt, task.epoch, stats), flush=False)  # with Ready
 
     def _receive_runs(self, task: ReduceTask, received: ReceivedRuns) -> TaskFailed | None:
         """Take the runs' blocks (payload) or their places in the shared map files (paths), to InputEnd."""
@@ -373,7 +374,7 @@ class Worker:
                 try:
                     received.add_ranges(msg.run, msg.path, msg.ranges)
                 except OSError as e:
-                    failure = self._file_failed(task, REDUCE, f"cannot read map output file {msg.path}", e)
+                    failure = self._file_failed(task, TaskKind.REDUCE, f"cannot read map output file {msg.path}", e)
         return failure
 
     # -- failures -------------------------------------------------------------------------

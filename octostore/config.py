@@ -17,11 +17,11 @@ from pathlib import Path
 
 from .errors import ConfigError
 from .settings import (DEFAULT_PORT, INITIAL_MAP_SIZE_BYTES, MAX_FRAME_BYTES, MEMORY_BUDGET_BYTES,
-                       MIN_MEMORY_BUDGET_BYTES, SETTINGS, Settings)
+                       MIN_MEMORY_BUDGET_BYTES, SETTINGS, Settings, WorkerSettings)
 
 __all__ = ["DEFAULT_PORT", "INITIAL_MAP_SIZE_BYTES", "MAX_FRAME_BYTES", "MEMORY_BUDGET_BYTES",
            "MIN_MEMORY_BUDGET_BYTES", "DEFAULT_PARTITIONS", "MAP_TASKS_PER_WORKER", "MIN_MAP_TASKS", "MemoryPlan",
-           "memory_plan", "Config", "read_user_file", "parse_address"]
+           "memory_plan", "Config", "worker_settings", "read_user_file", "parse_address"]
 
 DEFAULT_PARTITIONS = 8
 """Reduce partitions when neither the job nor the user says: 4 per core on 2 cores keeps both busy."""
@@ -113,6 +113,17 @@ class Config(Settings):
     def resolved_partitions(self, job_partitions: int | None) -> int:
         """Reduce partitions: the option wins over the job's `partitions`, then the default."""
         return self.partitions or job_partitions or DEFAULT_PARTITIONS
+
+
+def worker_settings(config: Config, partitions: int, shared_dir: Path | None) -> WorkerSettings:
+    """What the coordinator sends every worker: the job's resolved `partitions`, its shuffle folder
+    under shared_root (paths mode) and the worker's share of the memory plan."""
+    plan = config.memory_plan()
+    return WorkerSettings(partitions=partitions, block_bytes=config.block_bytes, zstd_level=config.zstd_level,
+                          map_buffer_bytes=plan.map_buffer_bytes, values_memory_bytes=plan.values_memory_bytes,
+                          merge_fan_in=plan.merge_fan_in, max_attempts=config.max_attempts,
+                          heartbeat_every_s=config.resolved_heartbeat_s(),
+                          shared_dir=str(shared_dir) if shared_dir is not None else None)
 
 
 def read_user_file(path: Path, kind: str, not_found_hint: str) -> str:

@@ -36,6 +36,9 @@ Decisions:
   default is ``None``; a config file's ``null`` means the same there.
 - Building ``Settings`` touches no filesystem.  The paths a rule needs must
   exist only when a job starts: ``check_paths_exist``, called by ``api``.
+- What workers receive is a typed ``WorkerSettings`` (``to_wire`` /
+  ``from_wire``), built from a Config by ``config.worker_settings``; the
+  settings marked ``wire`` feed it.
 
 Layer 1: imports nothing of octostore but ``errors``.
 """
@@ -46,6 +49,7 @@ import difflib
 import math
 import os
 import re
+import typing
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
@@ -294,7 +298,7 @@ class Setting:
     key: str | None = None  # config-file dotted key, e.g. "shuffle.shared_root"
     flags: tuple[Flag, ...] = ()
     stored: bool = False  # kept with the job: `octo resume` runs with it again
-    wire: bool = False  # workers receive it, or a value derived from it
+    wire: bool = False  # workers receive it, or a value derived from it (WorkerSettings)
     name: str = ""  # filled in from the field
     default: object = None  # filled in from the field; MISSING: it must be given
 
@@ -538,3 +542,50 @@ def check_paths_exist(settings: Settings) -> None:
             assert isinstance(kind, PathTo) and kind.exists in ("file", "folder"), name  # our table's bug
             if not (os.path.isdir(path) if kind.exists == "folder" else os.path.isfile(path)):
                 raise ConfigError(f"{noun} {path}: no such {kind.exists}", rule.missing_hint)
+
+
+# -- what workers receive --------------------------------------------------------------------------
+#
+# TODO(#12): coordinator/server.py still builds a plain dict and worker/main.py reads it by string
+# keys; they switch to WorkerSettings.to_wire() / from_wire() in the change that wires it in.
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    """The settings a worker runs its tasks with, sent in its Welcome.  Built by
+    ``config.worker_settings``; every field comes from a setting marked ``wire``."""
+
+    partitions: int  # the job's resolved reduce partitions
+    block_bytes: int
+    zstd_level: int
+    map_buffer_bytes: int  # from the memory plan
+    values_memory_bytes: int  # from the memory plan
+    merge_fan_in: int  # from the memory plan
+    max_attempts: int
+    heartbeat_every_s: float  # resolved: never 0
+    shared_dir: str | None  # paths mode: this job's folder under shared_root
+
+    def to_wire(self) -> dict[str, object]:
+        """The msgpack-ready dict of a Welcome's settings."""
+        return {name: getattr(self, name) for name in _WIRE_TYPES}
+
+    @classmethod
+    def from_wire(cls, wire: Mapping[str, object]) -> WorkerSettings:
+        """Read a Welcome's settings; ValueError naming every missing or unknown key, or a mistyped one."""
+        missing = [name for name in _WIRE_TYPES if name not in wire]
+        unknown = sorted(str(key) for key in wire if key not in _WIRE_TYPES)
+        if missing or unknown:
+            said = ([f"missing {', '.join(missing)}"] if missing else []) + ([f"unknown {', '.join(unknown)}"]
+                                                                             if unknown else [])
+            raise ValueError(f"worker settings: {'; '.join(said)}")
+        for name, expected in _WIRE_TYPES.items():
+            value = wire[name]
+            fits = isinstance(value, (int, float)) if expected is float else isinstance(value, expected)
+            if isinstance(value, bool) or not fits:
+                raise ValueError(f"worker settings: {name} is {describe(value)}, not {expected}")
+        return cls(**{name: float(v) if _WIRE_TYPES[name] is float else v  # type: ignore[arg-type]
+                      for name, v in wire.items()})
+
+
+_WIRE_TYPES: dict[str, Any] = typing.get_type_hints(WorkerSettings)
+"""Each wire key and its type, in field order."""

@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -23,6 +24,7 @@ from octostore import api
 from octostore.config import DEFAULT_PORT, MAX_FRAME_BYTES, parse_address
 from octostore.errors import OctoError, UserCodeError
 from octostore.home import read_secret
+from octostore.settings import SETTINGS, Boolean, Choice, Flag, Int, Kind, PathTo, Seconds, Setting
 
 log = logging.getLogger("octo")
 
@@ -92,36 +94,53 @@ def octo(verbose: int) -> None:
     _setup_logging(verbose)
 
 
-def _job_options(fn: Any) -> Any:
-    """Options shared by submit and server.  Their defaults are None, so that a value from
-    --config applies unless the flag is given: the command line wins, then the file, then
-    octostore's defaults."""
+def _run_options(fn: Any) -> Any:
+    """The options of submit and server that are no setting: the config file, the plan, the job's id."""
     options = [
         click.option("--config", "config_file", type=click.Path(path_type=Path),
                      help="A cluster config file (YAML); see configs/."),
         click.option("--dry-run", is_flag=True, help="Print the resolved plan (hosts, slots, mode) and stop."),
         click.option("--job-id", help="Name the job (default: a timestamp)."),
-        click.option("--partitions", type=click.IntRange(min=1), help="Reduce partitions (default: the job's, else 8)."),
-        click.option("--map-tasks", type=click.IntRange(min=1),
-                     help="Map tasks (default: 4 per local worker, at least 8)."),
-        click.option("--progress", type=click.Choice(["auto", "bar", "lines", "off"]),
-                     help="Progress on stderr (default: auto, a bar on a terminal)."),
-        click.option("--lease", "lease_s", type=click.FloatRange(min=0.1),
-                     help="Seconds of silence after which a worker is lost and its task runs elsewhere (default 30)."),
-        click.option("--backup-tasks/--no-backup-tasks", default=None,
-                     help="Near the end of a phase, run second attempts of stragglers (default: on)."),
-        click.option("--accept-new-host-keys", is_flag=True, default=None,
-                     help="Add unknown (never changed) SSH host keys to known_hosts, printing their fingerprints."),
-        click.option("--known-hosts", "ssh_known_hosts", help="known_hosts file (default: ~/.ssh/known_hosts)."),
-        click.option("--ssh-config", "ssh_config_file", help="OpenSSH client config (default: ~/.ssh/config)."),
-        click.option("--shuffle-mode", type=click.Choice(["payload", "paths"]),
-                     help="payload: data through the coordinator (default); paths: through --shared-root."),
-        click.option("--shared-root", type=click.Path(file_okay=False, resolve_path=True),
-                     help="paths mode: a folder every worker host mounts at the same path."),
     ]
     for option in reversed(options):
         fn = option(fn)
     return fn
+
+
+def _setting_options(command: str) -> Callable[[Any], Any]:
+    """The options of `command` built from the settings table (octostore/settings.py), in its order.
+    Their defaults are None, so that a value from --config applies unless the flag is given: the
+    command line wins, then the file, then octostore's defaults."""
+    options = [_option(row, flag) for row in SETTINGS for flag in row.flags if command in flag.commands]
+
+    def add(fn: Any) -> Any:
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return add
+
+
+def _option(row: Setting, flag: Flag) -> Any:
+    """One click option for `flag`, whose value goes to the setting's name (``--lease`` -> lease_s)."""
+    if isinstance(row.kind, Boolean):  # --x is a flag; --x/--no-x a pair
+        extra: dict[str, Any] = {} if "/" in flag.decl else {"is_flag": True}
+        return click.option(flag.decl, row.name, default=None, help=flag.help, **extra)
+    return click.option(flag.decl, row.name, type=_click_type(row.kind, flag), help=flag.help)
+
+
+def _click_type(kind: Kind, flag: Flag) -> Any:
+    """The click type that refuses what the setting's kind refuses, so the mistake names the flag."""
+    if isinstance(kind, Int):
+        return click.IntRange(kind.least, kind.most)
+    if isinstance(kind, Seconds):
+        least = flag.least if flag.least is not None else 0.0
+        return click.FloatRange(min=least, min_open=flag.least is None and not kind.zero_ok)
+    if isinstance(kind, Choice):
+        return click.Choice(list(kind.meanings))
+    if isinstance(kind, PathTo) and kind.exists == "folder":
+        return click.Path(file_okay=False, resolve_path=True)
+    return None  # text
 
 
 def _submit(job_file: Path, job_id: str | None, config_file: Path | None, dry_run: bool,
@@ -156,9 +175,8 @@ def _show_address(host: str, port: int) -> None:
 
 @octo.command()
 @click.argument("job_file", type=click.Path(path_type=Path))
-@click.option("--workers", type=click.IntRange(min=0),
-              help="Local worker processes (default: one per core; 0 waits for `octo client`).")
-@_job_options
+@_run_options
+@_setting_options("submit")
 def submit(job_file: Path, job_id: str | None, config_file: Path | None, dry_run: bool, **flags: Any) -> None:
     """Run JOB_FILE with local workers (and the SSH hosts of --config, if any)."""
     _submit(job_file, job_id, config_file, dry_run, {}, **flags)
@@ -166,10 +184,8 @@ def submit(job_file: Path, job_id: str | None, config_file: Path | None, dry_run
 
 @octo.command()
 @click.argument("job_file", type=click.Path(path_type=Path))
-@click.option("--bind", help="Address to listen on (default: 0.0.0.0).")
-@click.option("--port", type=click.IntRange(0, 65535), help=f"Port to listen on (default: {DEFAULT_PORT}).")
-@click.option("--workers", type=click.IntRange(min=0), help="Local workers to start besides the clients (default: 0).")
-@_job_options
+@_run_options
+@_setting_options("server")
 def server(job_file: Path, job_id: str | None, config_file: Path | None, dry_run: bool, **flags: Any) -> None:
     """Run JOB_FILE and wait for `octo client` workers (the octo.py guide's manual mode)."""
     _submit(job_file, job_id, config_file, dry_run, {"bind": "0.0.0.0", "port": DEFAULT_PORT, "workers": 0},
@@ -213,12 +229,11 @@ def ssh_launch(hosts_file: Path, coordinator: str, secret_file: Path | None, acc
 @octo.command()
 @click.argument("job_id")
 @click.option("--reload", is_flag=True, help="Run the job file as it is now (after a fix), not the stored copy.")
-@click.option("--workers", type=click.IntRange(min=0), help="Local workers (default: as submitted).")
-@click.option("--progress", type=click.Choice(["auto", "bar", "lines", "off"]), help="Progress on stderr.")
-def resume(job_id: str, reload: bool, workers: int | None, progress: str | None) -> None:
+@_setting_options("resume")
+def resume(job_id: str, reload: bool, **flags: Any) -> None:
     """Continue JOB_ID after a crash, a cancel or a failure: only unfinished tasks run again."""
-    _print_report(_run(api.resume, _home(), job_id, reload=reload, workers=workers, progress=progress,
-                       on_listening=_show_address if workers == 0 else None))
+    _print_report(_run(api.resume, _home(), job_id, reload=reload,
+                       on_listening=_show_address if flags["workers"] == 0 else None, **flags))
 
 
 @octo.command()

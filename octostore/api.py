@@ -27,6 +27,7 @@ from .launch.group import WorkerGroup
 from .launch.hosts import Host, parse_hosts, read_hosts
 from .launch.local import start_local_workers
 from .protocol.tls import server_context
+from .settings import check_paths_exist
 from .stores.results import iter_results
 from .stores.lock import is_locked, read_holder
 from .stores.segments import SegmentStore
@@ -44,6 +45,7 @@ def submit(job_path: Path, config: Config, *, job_id: str | None = None,
            on_listening: Callable[[str, int], None] | None = None) -> JobReport:
     """Run a job on this machine's coordinator with `config.workers` local workers (0 = wait for clients)."""
     failpoints.check()
+    check_paths_exist(config)
     _check_tls_files(config)
     secret = load_or_create_secret(config.home)
     return submit_job(job_path, config, secret, job_id=job_id, launch=_launcher(config, secret),
@@ -60,6 +62,7 @@ def resume(home: Path, job_id: str, *, reload: bool = False, on_listening: Calla
     paths = require_job(home, job_id)
     meta = stored_meta(paths)
     config = Config.from_stored(home, meta.get("config", {}), **overrides)  # type: ignore[arg-type]
+    check_paths_exist(config)  # the stored paths are absolute: checked before chdir as after
     if os.path.isdir(str(meta.get("cwd", ""))):
         os.chdir(str(meta["cwd"]))
     _check_tls_files(config)
@@ -136,7 +139,9 @@ def resolve_config(home: Path, mode_defaults: dict[str, Any], config_file: Path 
 
 
 def describe_plan(config: Config, job_file: Path) -> str:
-    """What `octo submit --dry-run` prints: what would run where, without running it."""
+    """What `octo submit --dry-run` prints: what would run where, without running it.  Raises
+    ConfigError, as a real run would, if a path the plan needs does not exist."""
+    check_paths_exist(config)
     hosts = _hosts(config)
     lines = [
         f"job file: {job_file}",

@@ -1,9 +1,11 @@
-"""One frozen ``Config``: every knob the engine reads, with its unit and why.
+"""``Config``: the settings table (settings.py) plus what follows from it, with units and why.
 
 Nothing below ``cli`` reads the environment or a global config: the CLI builds
-a ``Config`` from flags (and, later, a YAML file) and passes it down.  A field
-that is ``None`` means "derive it from the job or the machine", and the
-derivation lives in one named function here so that submit and resume agree.
+a ``Config`` from flags and a config file and passes it down.  A setting that
+is ``None`` means "derive it from the job or the machine", and the derivation
+lives in one named method here so that submit and resume agree.  Each setting
+itself (type, default, check, file key, flag, stored or not) is declared once,
+in ``settings.Settings``; add one there.
 """
 
 from __future__ import annotations
@@ -14,9 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError
+from .settings import (DEFAULT_PORT, INITIAL_MAP_SIZE_BYTES, MAX_FRAME_BYTES, MEMORY_BUDGET_BYTES,
+                       MIN_MEMORY_BUDGET_BYTES, SETTINGS, Settings, WorkerSettings)
 
-DEFAULT_PORT = 11235
-"""TCP port of ``octo server`` when none is given (mincemeat's, so old habits work)."""
+__all__ = ["DEFAULT_PORT", "INITIAL_MAP_SIZE_BYTES", "MAX_FRAME_BYTES", "MEMORY_BUDGET_BYTES",
+           "MIN_MEMORY_BUDGET_BYTES", "DEFAULT_PARTITIONS", "MAP_TASKS_PER_WORKER", "MIN_MAP_TASKS", "MemoryPlan",
+           "memory_plan", "Config", "worker_settings", "read_user_file", "parse_address"]
 
 DEFAULT_PARTITIONS = 8
 """Reduce partitions when neither the job nor the user says: 4 per core on 2 cores keeps both busy."""
@@ -31,19 +36,6 @@ tasks 11.9 s (benchmarks/wordcount.py).  4 per worker keeps the last wave short.
 MIN_MAP_TASKS = 8
 """Map tasks at least (when there are enough source keys), e.g. for `octo server`,
 which cannot know how many clients will come."""
-
-MEMORY_BUDGET_BYTES = 512 * 1024 * 1024
-"""What each process (coordinator, every worker) plans to use at most; ``memory_plan`` splits it."""
-
-INITIAL_MAP_SIZE_BYTES = 64 * 1024 * 1024
-"""First LMDB map size of each store; it doubles whenever a write finds it full."""
-
-MAX_FRAME_BYTES = 256 * 1024 * 1024
-"""Largest frame a peer may announce; checked before a byte of the body is allocated."""
-
-
-MIN_MEMORY_BUDGET_BYTES = 96 * 1024 * 1024
-"""An idle worker is ~45 MiB (Python, octostore, the job's imports); below this nothing useful fits."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,61 +62,14 @@ def memory_plan(budget_bytes: int) -> MemoryPlan:
                       input_batch_bytes=min(4 * mib, max(mib // 4, budget_bytes // 64)))
 
 
-@dataclass(frozen=True, slots=True)
-class Config:
-    """Everything a coordinator or worker needs to know, resolved once."""
+class Config(Settings):
+    """Everything a coordinator or worker needs to know, resolved once: the checked settings
+    (one field each, declared in ``settings.Settings``) and what is derived from them.
 
-    home: Path
-    workers: int | None = None  # local worker processes; None = one per core
-    partitions: int | None = None  # None = the job's `partitions`, else DEFAULT_PARTITIONS
-    map_tasks: int | None = None  # None = resolved_map_tasks()
-    bind: str = "127.0.0.1"
-    port: int = 0  # 0 = any free port (local submit)
-    memory_budget_bytes: int = MEMORY_BUDGET_BYTES  # per process; see memory_plan()
-    map_buffer_bytes: int | None = None  # None = memory_plan()'s share of the budget
-    block_bytes: int = 128 * 1024
-    zstd_level: int = 1
-    compress_inputs: str = "auto"  # zstd map inputs: auto = except to workers over loopback | always | never
-    map_size_bytes: int = INITIAL_MAP_SIZE_BYTES
-    max_frame_bytes: int = MAX_FRAME_BYTES
-    max_attempts: int = 4
-    sync: bool = True  # state store fsyncs every commit (durable against power loss)
-    lease_s: float = 30.0  # a worker silent this long is lost; its tasks run elsewhere
-    heartbeat_every_s: float = 0.0  # 0 = lease_s / 4
-    backup_tasks: bool = True  # near a phase's end, idle workers run backup attempts of stragglers
-    ssh_hosts: tuple[str, ...] = ()  # hosts-file lines ("user@host:port slots=N python=P") to start workers on
-    accept_new_host_keys: bool = False  # add unknown (never changed) SSH host keys to known_hosts
-    ssh_known_hosts: str | None = None  # None = ~/.ssh/known_hosts
-    ssh_config_file: str | None = None  # None = ~/.ssh/config
-    shuffle_mode: str = "payload"  # payload: data travels through the coordinator; paths: through shared_root
-    shared_root: str | None = None  # paths mode: a folder every worker host mounts at the same path
-    tls: bool = False  # encrypt worker connections (authentication is the HMAC handshake either way)
-    tls_cert: str | None = None  # coordinator: its certificate (PEM, chain first); absolute path
-    tls_key: str | None = None  # coordinator: the certificate's private key (PEM, unencrypted)
-    tls_ca: str | None = None  # workers verify the coordinator against it; None = tls_cert (self-signed)
-    progress: str = "auto"  # auto | bar | lines | off
-    progress_every_s: float = 5.0  # plain progress lines, when stderr is not a terminal
+    Frozen, and building one touches no filesystem: ``settings.check_paths_exist`` looks for
+    the files and folders a job needs before it starts."""
 
-    def __post_init__(self) -> None:
-        _check_positive("workers", self.workers, allow_zero=True)
-        _check_positive("partitions", self.partitions)
-        _check_positive("map_tasks", self.map_tasks)
-        _check_positive("map_buffer_bytes", self.map_buffer_bytes)
-        if self.memory_budget_bytes < MIN_MEMORY_BUDGET_BYTES:
-            raise ConfigError(f"memory_budget {self.memory_budget_bytes} bytes is below the "
-                              f"{MIN_MEMORY_BUDGET_BYTES >> 20} MiB a worker's interpreter, imports and buffers need")
-        _check_positive("block_bytes", self.block_bytes)
-        _check_positive("max_attempts", self.max_attempts)
-        if not 0 <= self.port <= 65535:
-            raise ConfigError(f"port {self.port} is out of range", "use 0..65535 (0 picks a free port)")
-        _check_shuffle(self.shuffle_mode, self.shared_root)
-        _check_tls(self.tls, self.tls_cert, self.tls_key)
-        if not self.lease_s > 0:
-            raise ConfigError(f"lease {self.lease_s!r} must be a positive number of seconds")
-        if self.progress not in ("auto", "bar", "lines", "off"):
-            raise ConfigError(f"progress {self.progress!r} is not one of auto, bar, lines, off")
-        if self.compress_inputs not in ("auto", "always", "never"):
-            raise ConfigError(f"compress_inputs {self.compress_inputs!r} is not one of auto, always, never")
+    __slots__ = ()
 
     def replace(self, **changes: object) -> Config:
         """Return a copy with some fields changed (validated again)."""
@@ -132,14 +77,12 @@ class Config:
 
     def stored(self) -> dict[str, object]:
         """The fields a resumed job must run with again (stored in its state store)."""
-        return {name: getattr(self, name) for name in _STORED}
+        return {row.name: getattr(self, row.name) for row in SETTINGS if row.stored}
 
     @classmethod
     def from_stored(cls, home: Path, stored: dict[str, object], **overrides: object) -> Config:
         """The config a job was submitted with, with `overrides` (not None) applied."""
-        values = {name: stored[name] for name in _STORED if name in stored}
-        if "ssh_hosts" in values:
-            values["ssh_hosts"] = tuple(values["ssh_hosts"])  # type: ignore[arg-type]  # msgpack gives a list
+        values = {row.name: stored[row.name] for row in SETTINGS if row.stored and row.name in stored}
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(home=home, **values)  # type: ignore[arg-type]
 
@@ -172,46 +115,15 @@ class Config:
         return self.partitions or job_partitions or DEFAULT_PARTITIONS
 
 
-_STORED = ("workers", "bind", "port", "memory_budget_bytes", "map_buffer_bytes", "block_bytes", "zstd_level",
-           "map_size_bytes", "max_frame_bytes", "max_attempts", "sync", "compress_inputs", "lease_s",
-           "heartbeat_every_s", "backup_tasks", "ssh_hosts", "accept_new_host_keys", "ssh_known_hosts",
-           "ssh_config_file", "shuffle_mode", "shared_root", "tls", "tls_cert", "tls_key", "tls_ca")
-
-
-def _check_shuffle(mode: str, shared_root: str | None) -> None:
-    """Mode 'paths' needs an existing shared_root folder; 'payload' needs nothing."""
-    if mode not in ("payload", "paths"):
-        raise ConfigError(f"shuffle mode {mode!r} is not one of payload, paths",
-                          "use mode: payload (through the coordinator) or mode: paths (a shared filesystem)")
-    if mode != "paths":
-        return
-    if not shared_root:
-        raise ConfigError("shuffle mode 'paths' needs a shared_root",
-                          "set shuffle.shared_root to a folder every host mounts at the same path, or use mode: payload")
-    if not os.path.isdir(shared_root):
-        raise ConfigError(f"shared_root {shared_root}: no such folder",
-                          "create it (on the shared filesystem every host mounts), or fix the path")
-
-
-def _check_tls(tls: bool, cert: str | None, key: str | None) -> None:
-    """TLS on needs the coordinator's certificate and key, as files that exist."""
-    if not tls:
-        return
-    if not cert or not key:
-        raise ConfigError("TLS is on but the certificate or key is not set",
-                          "set both in the config file: tls: {enabled: true, cert: node.pem, key: node.key}")
-    for kind, path in (("certificate", cert), ("key", key)):
-        if not os.path.isfile(path):
-            raise ConfigError(f"TLS {kind} {path}: no such file",
-                              "check tls.cert and tls.key; a resumed job reads them from the same paths")
-
-
-def _check_positive(name: str, value: int | None, allow_zero: bool = False) -> None:
-    if value is None:
-        return
-    if not isinstance(value, int) or isinstance(value, bool) or value < (0 if allow_zero else 1):
-        least = 0 if allow_zero else 1
-        raise ConfigError(f"{name} must be an integer >= {least}, not {value!r}")
+def worker_settings(config: Config, partitions: int, shared_dir: Path | None) -> WorkerSettings:
+    """What the coordinator sends every worker: the job's resolved `partitions`, its shuffle folder
+    under shared_root (paths mode) and the worker's share of the memory plan."""
+    plan = config.memory_plan()
+    return WorkerSettings(partitions=partitions, block_bytes=config.block_bytes, zstd_level=config.zstd_level,
+                          map_buffer_bytes=plan.map_buffer_bytes, values_memory_bytes=plan.values_memory_bytes,
+                          merge_fan_in=plan.merge_fan_in, max_attempts=config.max_attempts,
+                          heartbeat_every_s=config.resolved_heartbeat_s(),
+                          shared_dir=str(shared_dir) if shared_dir is not None else None)
 
 
 def read_user_file(path: Path, kind: str, not_found_hint: str) -> str:

@@ -13,21 +13,25 @@ command line wins).  Every mistake is one ``ConfigError`` whose first line is
 
 Decisions:
 
+- The schema is the settings table's keys (``settings.SETTINGS``: kind, key,
+  null allowed or not) plus the file's own ssh keys, ``_FILE_ONLY`` below
+  (``ssh.hosts_file``, ``ssh.hosts``, ``ssh.slots``, ``ssh.python`` become
+  ``Config.ssh_hosts``).  A kind says what is wrong with a value and the hint;
+  this module adds where: ``{file}:{line}: {dotted.key}: ``.
 - PyYAML's ``SafeLoader`` (no object construction from tags), with two changes
   in ``_Loader``.  Mappings and lists remember the line of each key and item,
   so every error names its line; a key given twice is an error, not "the last
   one wins".  Only ``true``/``false`` are booleans (YAML 1.2), not YAML 1.1's
   ``yes``/``no``/``on``/``off``, or ``progress: off`` would read as False.
-- Hand-written validators, one small function per type, not jsonschema or
-  pydantic: errors must name file, line and dotted key with a hint, we would
-  rewrite a library's messages anyway, and it would be one more dependency.
-- ``null`` means "not set" only for the keys in ``_NULLABLE`` (the schema's
-  optional paths, and the counts whose ``Config`` default is derived).
+- ``null`` means "not set" only for the settings whose ``Config`` default is
+  ``None`` (derived counts, optional paths) and the optional ssh paths.
   Elsewhere ``zstd_level:`` with no value is an error, not a silent default.
 - Relative paths (``ssh.hosts_file``, ``shuffle.shared_root``, the TLS files,
   ``home``) start from the config file's folder, so a config and its hosts file
-  move together; ``~`` is expanded.  The hosts file and ``shared_root`` must
-  exist when they are used (mode ``paths``); the TLS files when TLS is on.
+  move together; ``~`` is expanded.  The hosts file must exist; the paths of a
+  rule (``settings.RULES``: ``shared_root`` in mode ``paths``, the TLS files
+  with TLS on) when the rule applies, checked here too so that the error names
+  their line.
 
 Layer: imports ``launch.hosts`` (one line syntax for hosts files and inline
 ``ssh.hosts``), so it sits with ``launch``; only ``cli`` and ``api`` import it.
@@ -36,7 +40,6 @@ Layer: imports ``launch.hosts`` (one line syntax for hosts files and inline
 from __future__ import annotations
 
 import difflib
-import math
 import os
 import re
 from collections.abc import Callable, Hashable, Iterator
@@ -46,67 +49,38 @@ from typing import Any, cast
 
 import yaml
 
-from .config import MIN_MEMORY_BUDGET_BYTES, read_user_file
+from .config import read_user_file
 from .errors import ConfigError
 from .launch.hosts import (DEFAULT_PYTHON, DEFAULT_SLOTS, Host, host_entries, parse_host_line, read_host_text,
                            unique_hosts)
+from .settings import BY_NAME, RULES, SETTINGS, Int, Kind, PathTo, Rule, Text, describe
 
 
 @dataclass(frozen=True, slots=True)
 class ConfigFile:
-    """The checked settings of one config file; None where the file does not set a key.
-
-    Field names are the dotted keys with '_' for '.' (``shuffle.mode`` is ``shuffle_mode``)."""
+    """The checked settings of one config file, by dotted key; a key the file does not set is absent."""
 
     path: Path
-    hosts: list[Host] = field(default_factory=list)  # ssh.hosts_file's lines, then ssh.hosts
+    values: dict[str, object] = field(default_factory=dict)  # dotted key -> checked value (paths resolved)
     lines: dict[str, int] = field(default_factory=dict)  # dotted key -> its line in the file
-    workers: int | None = None
-    partitions: int | None = None
-    map_tasks: int | None = None
-    coordinator_bind: str | None = None
-    coordinator_port: int | None = None
-    ssh_hosts_file: Path | None = None
-    ssh_slots: int | None = None
-    ssh_python: str | None = None
-    ssh_accept_new_host_keys: bool | None = None
-    shuffle_mode: str | None = None  # payload | paths
-    shuffle_shared_root: Path | None = None
-    memory_budget: int | None = None
-    map_buffer_bytes: int | None = None
-    zstd_level: int | None = None
-    compress_inputs: str | None = None  # auto | always | never
-    max_attempts: int | None = None
-    lease_s: float | None = None
-    state_sync: bool | None = None
-    home: Path | None = None
-    tls_enabled: bool | None = None
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    tls_ca: Path | None = None
-    progress: str | None = None  # auto | bar | lines | off
+    hosts: list[Host] = field(default_factory=list)  # ssh.hosts_file's lines, then ssh.hosts
+
+    @property
+    def home(self) -> Path | None:
+        """The file's ``home``: the CLI decides how it ranks against $OCTO_HOME, so it is no override."""
+        return cast("Path | None", self.values.get("home"))
 
     def config_overrides(self) -> dict[str, object]:
         """The file's values for ``octostore.config.Config`` fields, by field name; unset keys left out."""
-        values = {name: getattr(self, mine) for mine, name in _CONFIG_FIELDS.items()}
-        if self.shuffle_shared_root is not None:
-            values["shared_root"] = os.path.abspath(self.shuffle_shared_root)  # stored: resume may run elsewhere
+        overrides: dict[str, object] = {}
+        for row in SETTINGS:
+            if row.key is None or row.key not in self.values or row.name == "home":
+                continue
+            value = self.values[row.key]  # paths absolute: stored with the job, resume may run elsewhere
+            overrides[row.name] = os.path.abspath(cast(Path, value)) if isinstance(row.kind, PathTo) else value
         if self.hosts:  # as hosts-file lines, so a resumed job stores and reads them back the same way
-            values["ssh_hosts"] = tuple(f"{h.label} slots={h.slots} python={h.python}" for h in self.hosts)
-        for name in ("tls_cert", "tls_key", "tls_ca"):  # absolute: stored with the job, resume may run elsewhere
-            path = getattr(self, name)
-            values[name] = os.path.abspath(path) if path is not None else None
-        return {name: value for name, value in values.items() if value is not None}
-
-
-_CONFIG_FIELDS = {
-    "workers": "workers", "partitions": "partitions", "map_tasks": "map_tasks", "coordinator_bind": "bind",
-    "coordinator_port": "port", "memory_budget": "memory_budget_bytes", "map_buffer_bytes": "map_buffer_bytes",
-    "zstd_level": "zstd_level", "compress_inputs": "compress_inputs",
-    "max_attempts": "max_attempts", "lease_s": "lease_s", "state_sync": "sync", "progress": "progress",
-    "ssh_accept_new_host_keys": "accept_new_host_keys", "shuffle_mode": "shuffle_mode", "tls_enabled": "tls",
-}
-"""ConfigFile field -> Config field.  ``home`` is not here: the CLI decides how it ranks against $OCTO_HOME."""
+            overrides["ssh_hosts"] = tuple(f"{h.label} slots={h.slots} python={h.python}" for h in self.hosts)
+        return overrides
 
 
 # -- reading YAML with lines ---------------------------------------------------------------------
@@ -175,7 +149,7 @@ _Loader.add_constructor("tag:yaml.org,2002:seq", _Loader.construct_lined_seq)
 _Loader.add_implicit_resolver(_BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 
 
-# -- where a value was written, and how to describe it ---------------------------------------------
+# -- where a value was written -----------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,144 +173,32 @@ class _Spot:
         return path if path.is_absolute() else self.path.parent / path
 
 
-def _describe(value: object) -> str:
-    """A value's YAML type and the value, for 'expected X, got Y'."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return f"a boolean ({str(value).lower()})"
-    if isinstance(value, (int, float)):
-        return f"{'an integer' if isinstance(value, int) else 'a number'} ({value})"
-    if isinstance(value, str):
-        return f"a string ({value!r})"
-    if isinstance(value, (list, dict)):
-        return "a list" if isinstance(value, list) else "a mapping"
-    return f"a {type(value).__name__} ({value})"  # a date, a set, binary
-
-
 def _wrong_type(value: object, spot: _Spot, expected: str, hint: str) -> ConfigError:
     if value is None:
         hint = f"give {spot.leaf} a value, or delete the line to use the default"
-    return spot.error(f"expected {expected}, got {_describe(value)}", hint)
+    return spot.error(f"expected {expected}, got {describe(value)}", hint)
 
 
-def _unquote_hint(value: object, spot: _Spot, pattern: str, otherwise: str) -> str:
-    """Spot the quoted value ('8' for 8): suggest dropping the quotes, else `otherwise`."""
-    if isinstance(value, str) and re.fullmatch(pattern, value.strip()):
-        return f"remove the quotes: {spot.leaf}: {value.strip()}"
-    return otherwise
-
-
-# -- one validator per type ------------------------------------------------------------------------
+# -- validators: a setting's kind, or one of the file's own keys ---------------------------------------
 
 _Validator = Callable[[object, _Spot], object]
 
 
-def _integer(least: int, most: int | None = None) -> _Validator:
-    """A whole number in least..most (booleans are not numbers)."""
-    allowed = f">= {least}" if most is None else f"in {least}..{most}"
+def _of_kind(kind: Kind) -> _Validator:
+    """Check a value with a setting's kind; a path comes back resolved (see _Spot.resolve)."""
 
-    def check(value: object, spot: _Spot) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            hint = _unquote_hint(value, spot, r"-?[0-9]+", f"write a whole number {allowed}")
-            raise _wrong_type(value, spot, "an integer", hint)
-        if value < least or (most is not None and value > most):
-            raise spot.error(f"{value} is out of range (must be {allowed})", f"write a whole number {allowed}")
-        return value
+    def check(value: object, spot: _Spot) -> object:
+        try:
+            checked = kind.parse(value, spot.leaf)
+        except ConfigError as e:
+            raise spot.error(e.message, e.hint) from None
+        return spot.resolve(cast(str, checked)) if isinstance(kind, PathTo) else checked
 
     return check
-
-
-def _seconds(value: object, spot: _Spot) -> float:
-    """A finite number of seconds > 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        if isinstance(value, str) and re.fullmatch(r"[0-9.]+\s*s", value.strip()):
-            hint = f"write plain seconds, without a unit: {spot.leaf}: {value.strip().rstrip('s').strip()}"
-        else:
-            hint = _unquote_hint(value, spot, r"[0-9]*\.?[0-9]+", f"write a number of seconds, e.g. {spot.leaf}: 30")
-        raise _wrong_type(value, spot, "a number of seconds", hint)
-    if not (math.isfinite(value) and value > 0):
-        raise spot.error(f"{value} is out of range (must be a number > 0)", f"e.g. {spot.leaf}: 30")
-    return float(value)
-
-
-def _text(value: object, spot: _Spot) -> str:
-    """Non-empty text."""
-    if not isinstance(value, str):
-        scalar = isinstance(value, (bool, int, float))
-        raise _wrong_type(value, spot, "text", f"quote it: {spot.leaf}: '{value}'" if scalar else "write text")
-    if not value.strip():
-        raise spot.error("is empty", f"give {spot.leaf} a value, or delete the line to use the default")
-    return value
-
-
-def _boolean(value: object, spot: _Spot) -> bool:
-    """true or false, unquoted."""
-    if not isinstance(value, bool):
-        hint = _unquote_hint(value, spot, r"true|false", "write true or false")
-        if isinstance(value, str) and value.lower() in ("yes", "no", "on", "off", "y", "n"):
-            hint = f"write true or false ('{value}' is text here, as in YAML 1.2)"
-        raise _wrong_type(value, spot, "true or false", hint)
-    return value
-
-
-def _choice(*options: str) -> _Validator:
-    """One of a few words."""
-    listed = ", ".join(options)
-
-    def check(value: object, spot: _Spot) -> str:
-        if not isinstance(value, str):
-            raise _wrong_type(value, spot, f"one of {listed}", f"write one of {listed}")
-        if value not in options:
-            close = difflib.get_close_matches(value, options, n=1)
-            raise spot.error(f"'{value}' is not one of {listed}",
-                             f"did you mean '{close[0]}'?" if close else f"write one of {listed}")
-        return value
-
-    return check
-
-
-_SIZE_UNITS = {"": 1, "B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
-_SIZE = re.compile(r"([0-9]+)\s*(B|KiB|MiB|GiB|TiB)?")
-_SIZE_SLIP = re.compile(r"([0-9]+)\s*([KMGTkmgt])[iI]?[bB]?")  # 64MB, 64M, 64mib: meant 64MiB
-_SIZE_HINT = "write bytes (67108864) or a size like 512KiB, 64MiB or 1GiB"
-
-
-def _size(value: object, spot: _Spot) -> int:
-    """Bytes, as a whole number or a string like '64MiB'; at least 1."""
-    if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise _wrong_type(value, spot, "a size in bytes", _SIZE_HINT)
-    size = value if isinstance(value, int) else _parse_size(value, spot)
-    if size < 1:
-        raise spot.error(f"{value} is out of range (must be at least 1 byte)", _SIZE_HINT)
-    return size
-
-
-def _memory_budget(value: object, spot: _Spot) -> int:
-    size = _size(value, spot)
-    if size < MIN_MEMORY_BUDGET_BYTES:
-        raise spot.error(f"{value} is below the minimum of {MIN_MEMORY_BUDGET_BYTES >> 20}MiB",
-                         "an idle worker alone is ~45 MiB; give each process at least 96MiB")
-    return size
-
-
-def _parse_size(text: str, spot: _Spot) -> int:
-    match = _SIZE.fullmatch(text.strip())
-    if match:
-        return int(match[1]) * _SIZE_UNITS[match[2] or ""]
-    slip = _SIZE_SLIP.fullmatch(text.strip())
-    hint = (f"did you mean '{slip[1]}{slip[2].upper()}iB'? sizes are binary: KiB, MiB, GiB" if slip
-            else _SIZE_HINT)
-    raise spot.error(f"'{text}' is not a size", hint)
-
-
-def _path(value: object, spot: _Spot) -> Path:
-    """A path; relative to the config file's folder, ~ expanded.  Need not exist (yet)."""
-    return spot.resolve(_text(value, spot))
 
 
 def _existing_file(value: object, spot: _Spot) -> Path:
-    path = _path(value, spot)
+    path = cast(Path, _of_kind(PathTo("file"))(value, spot))
     _require(path, spot, "file")
     return path
 
@@ -367,29 +229,29 @@ def _host_lines(value: object, spot: _Spot) -> list[tuple[str, str]]:
 
 _Schema = dict[str, "_Validator | _Schema"]
 
-_SCHEMA: _Schema = {
-    "workers": _integer(0),
-    "partitions": _integer(1),
-    "map_tasks": _integer(1),
-    "coordinator": {"bind": _text, "port": _integer(0, 65535)},
-    "ssh": {"hosts_file": _existing_file, "hosts": _host_lines, "slots": _integer(1), "python": _text,
-            "accept_new_host_keys": _boolean},
-    "shuffle": {"mode": _choice("payload", "paths"), "shared_root": _path},
-    "memory_budget": _memory_budget,
-    "map_buffer_bytes": _size,
-    "zstd_level": _integer(-22, 22),
-    "compress_inputs": _choice("auto", "always", "never"),
-    "max_attempts": _integer(1),
-    "lease_s": _seconds,
-    "state_sync": _boolean,
-    "home": _path,
-    "tls": {"enabled": _boolean, "cert": _path, "key": _path, "ca": _path},
-    "progress": _choice("auto", "bar", "lines", "off"),
-}
+_FILE_ONLY: _Schema = {"ssh": {
+    "hosts_file": _existing_file, "hosts": _host_lines, "slots": _of_kind(Int(1)), "python": _of_kind(Text()),
+}}
+"""The file's own keys, no Config field: together they become ``Config.ssh_hosts``."""
 
-_NULLABLE = frozenset({"workers", "partitions", "map_tasks", "ssh.hosts_file", "ssh.hosts", "shuffle.shared_root",
-                       "tls.cert", "tls.key", "tls.ca"})
-"""Keys where null means "not set": Config derives the first three; the rest are optional paths."""
+
+def _build_schema() -> _Schema:
+    """The nested schema: each setting's key in table order; the file's own keys lead their section."""
+    schema: _Schema = {}
+    for row in SETTINGS:
+        if row.key is not None:
+            section, _, leaf = row.key.rpartition(".")
+            level = cast(_Schema, schema.setdefault(section, {})) if section else schema
+            level[leaf] = _of_kind(row.kind)
+    for section, own in _FILE_ONLY.items():
+        schema[section] = {**cast(_Schema, own), **cast(_Schema, schema.get(section, {}))}
+    return schema
+
+
+_SCHEMA = _build_schema()
+
+_NULLABLE = frozenset({row.key for row in SETTINGS if row.key and row.nullable} | {"ssh.hosts_file", "ssh.hosts"})
+"""Keys where null means "not set": the settings whose Config default is None, and the optional hosts."""
 
 
 def _check_level(data: _Map, schema: _Schema, spot: _Spot, values: dict[str, object], lines: dict[str, int]) -> None:
@@ -430,33 +292,24 @@ def _unknown_key(spot: _Spot, schema: _Schema, prefix: str) -> ConfigError:
     return ConfigError(f"{spot.path}:{spot.line}: unknown key '{spot.key}'", hint)
 
 
-# -- rules across keys -----------------------------------------------------------------------------
+# -- rules across keys (settings.RULES), with lines ----------------------------------------------------
 
 
-def _check_shuffle(path: Path, values: dict[str, object], lines: dict[str, int]) -> None:
-    """Mode 'paths' needs a shared_root folder that exists."""
-    if values.get("shuffle.mode") != "paths":
+def _check_rule(rule: Rule, path: Path, values: dict[str, object], lines: dict[str, int]) -> None:
+    """A rule that applies needs its keys set (else name the line of its `when` key), and every
+    path of it that the file names must exist."""
+    by_name = {row.name: values[row.key] for row in SETTINGS if row.key in values}
+    if not rule.applies(by_name):
         return
-    root = values.get("shuffle.shared_root")
-    if not isinstance(root, Path):
-        raise _Spot(path, lines["shuffle.mode"], "shuffle.mode").error(
-            "mode 'paths' needs shuffle.shared_root",
-            "set shuffle.shared_root to a folder every host mounts at the same path, or use mode: payload")
-    _require(root, _Spot(path, lines["shuffle.shared_root"], "shuffle.shared_root"), "folder")
-
-
-def _check_tls(path: Path, values: dict[str, object], lines: dict[str, int]) -> None:
-    """TLS on needs a certificate and key that exist (and the CA file, if named)."""
-    if values.get("tls.enabled") is not True:
-        return
-    for name in ("tls.cert", "tls.key"):
-        if name not in values:
-            raise _Spot(path, lines["tls.enabled"], "tls.enabled").error(
-                f"TLS is on but {name} is not set",
-                "name the PEM files, e.g. tls: {enabled: true, cert: node.pem, key: node.key}")
-    for name in ("tls.cert", "tls.key", "tls.ca"):
-        if name in values:
-            _require(cast(Path, values[name]), _Spot(path, lines[name], name), "file")
+    missing = rule.missing(by_name)
+    if missing is not None:
+        when = cast(str, BY_NAME[rule.when].key)
+        raise _Spot(path, lines[when], when).error(rule.file_problem.format(key=BY_NAME[missing].key),
+                                                   rule.file_hint)
+    for name in (*rule.needs, *rule.also_checked):
+        key, kind = cast(str, BY_NAME[name].key), cast(PathTo, BY_NAME[name].kind)
+        if key in values:
+            _require(cast(Path, values[key]), _Spot(path, lines[key], key), cast(str, kind.exists))
 
 
 def _collect_hosts(values: dict[str, object]) -> list[Host]:
@@ -485,16 +338,16 @@ def load_config_file(path: Path) -> ConfigFile:
     if data is None:  # an empty file, or only comments
         return ConfigFile(path=path)
     if not isinstance(data, _Map):
-        raise ConfigError(f"{path}:{line}: the top level must be a mapping of settings, not {_describe(data)}",
+        raise ConfigError(f"{path}:{line}: the top level must be a mapping of settings, not {describe(data)}",
                           "write one 'key: value' per line, e.g. workers: 2")
     values: dict[str, object] = {}
     lines: dict[str, int] = {}
     _check_level(data, _SCHEMA, _Spot(path, line, ""), values, lines)
-    _check_shuffle(path, values, lines)
-    _check_tls(path, values, lines)
+    for rule in RULES:
+        _check_rule(rule, path, values, lines)
     hosts = _collect_hosts(values)
-    fields = {key.replace(".", "_"): value for key, value in values.items() if key != "ssh.hosts"}
-    return ConfigFile(path=path, hosts=hosts, lines=lines, **fields)  # type: ignore[arg-type]  # validators typed them
+    checked = {key: value for key, value in values.items() if key != "ssh.hosts"}  # ssh.hosts: in `hosts`
+    return ConfigFile(path=path, values=checked, lines=lines, hosts=hosts)
 
 
 def _read_yaml(path: Path) -> tuple[object, int]:

@@ -46,15 +46,14 @@ def refused(text: str) -> tuple[str, str | None]:
 
 def test_full_file() -> None:
     cf = load_config_file(DATA / "cluster.yaml")
-    assert (cf.workers, cf.partitions, cf.map_tasks) == (2, 8, 16)
-    assert (cf.coordinator_bind, cf.coordinator_port) == ("0.0.0.0", 11235)
-    assert cf.ssh_hosts_file == DATA / "hosts.txt"
-    assert (cf.ssh_slots, cf.ssh_python, cf.ssh_accept_new_host_keys) == (2, "/opt/py/bin/python", False)
-    assert (cf.shuffle_mode, cf.shuffle_shared_root) == ("payload", None)
-    assert (cf.map_buffer_bytes, cf.zstd_level, cf.max_attempts, cf.lease_s) == (64 * 2**20, 3, 5, 12.5)
+    assert cf.values == {
+        "workers": 2, "partitions": 8, "map_tasks": 16, "coordinator.bind": "0.0.0.0", "coordinator.port": 11235,
+        "ssh.hosts_file": DATA / "hosts.txt", "ssh.slots": 2, "ssh.python": "/opt/py/bin/python",
+        "ssh.accept_new_host_keys": False, "shuffle.mode": "payload", "map_buffer_bytes": 64 * 2**20,
+        "zstd_level": 3, "max_attempts": 5, "lease_s": 12.5, "home": DATA / "octo-home", "tls.enabled": False,
+        "progress": "off",  # not False: only true/false are booleans
+    }  # shuffle.shared_root and the tls paths are null in the file: not set
     assert cf.home == DATA / "octo-home"
-    assert (cf.tls_enabled, cf.tls_cert, cf.tls_key, cf.tls_ca) == (False, None, None, None)
-    assert cf.progress == "off"  # not False: only true/false are booleans
     assert cf.hosts == [
         Host("node3", slots=2, python="/opt/py/bin/python"),  # the file's hosts first, with ssh.slots/python
         Host("node4", user="bob", port=2200, slots=8, python="/usr/bin/python3.11"),
@@ -96,19 +95,20 @@ def test_round_trip_through_yaml_dump() -> None:
                                      "shuffle_mode": "paths", "shared_root": str(Path("shared").resolve()),
                                      "ssh_hosts": ("node1:22 slots=3 python=py", "bob@node9:22 slots=2 python=py")}
     assert cf.hosts == [Host("node1", slots=3, python="py"), Host("node9", user="bob", slots=2, python="py")]
-    assert (cf.shuffle_shared_root, cf.home, cf.ssh_accept_new_host_keys) == (Path("shared"), Path("/var/octo"), True)
+    assert (cf.values["shuffle.shared_root"], cf.home, cf.values["ssh.accept_new_host_keys"]) == (
+        Path("shared"), Path("/var/octo"), True)
 
 
 def test_absent_keys_are_none_and_empty_file_is_fine() -> None:
     assert load("# nothing set yet\n") == ConfigFile(path=Path("octo.yaml"))
     cf = load("partitions: 4\n")
     assert cf.config_overrides() == {"partitions": 4}
-    assert (cf.workers, cf.hosts, cf.tls_enabled, cf.lines) == (None, [], None, {"partitions": 1})
+    assert (cf.values, cf.hosts, cf.lines) == ({"partitions": 4}, [], {"partitions": 1})
 
 
 def test_null_means_unset_where_allowed() -> None:
     cf = load("workers: null\nssh:\ntls:\n  cert:\n")
-    assert cf.config_overrides() == {} and cf.tls_cert is None
+    assert cf.config_overrides() == {} and cf.values == {}
 
 
 def test_relative_paths_start_from_the_config_files_folder() -> None:
@@ -117,12 +117,12 @@ def test_relative_paths_start_from_the_config_files_folder() -> None:
         Path("conf", name).write_text("node1\n")
     cf = load("ssh: {hosts_file: hosts.txt}\ntls: {enabled: true, cert: tls/node.pem, key: tls/node.key}\n"
               "home: ../octo-home\nshuffle: {shared_root: /mnt/shared}\n", name="conf/octo.yaml")
-    assert cf.ssh_hosts_file == Path("conf/hosts.txt")
-    assert (cf.tls_cert, cf.tls_key) == (Path("conf/tls/node.pem"), Path("conf/tls/node.key"))
+    assert cf.values["ssh.hosts_file"] == Path("conf/hosts.txt")
+    assert (cf.values["tls.cert"], cf.values["tls.key"]) == (Path("conf/tls/node.pem"), Path("conf/tls/node.key"))
     overrides = cf.config_overrides()  # absolute in the Config: stored with the job, resume may run elsewhere
     assert (overrides["tls"], overrides["tls_cert"]) == (True, os.path.abspath("conf/tls/node.pem"))
     assert cf.home == Path("conf/../octo-home")
-    assert cf.shuffle_shared_root == Path("/mnt/shared")
+    assert cf.values["shuffle.shared_root"] == Path("/mnt/shared")
     assert cf.hosts == [Host("node1")]
 
 
@@ -135,12 +135,12 @@ def test_home_expands_tilde() -> None:
     ("64 MiB", 64 * 2**20), ("1GiB", 2**30), ("2TiB", 2 * 2**40), ("100B", 100),
 ])
 def test_size_strings(written: str, size: int) -> None:
-    assert load(f"map_buffer_bytes: {written}\n").map_buffer_bytes == size
+    assert load(f"map_buffer_bytes: {written}\n").values["map_buffer_bytes"] == size
 
 
 def test_merge_keys_may_be_overridden() -> None:
     cf = load("coordinator:\n  <<: {bind: 127.0.0.1, port: 7000}\n  port: 7001\n")
-    assert (cf.coordinator_bind, cf.coordinator_port) == ("127.0.0.1", 7001)
+    assert (cf.values["coordinator.bind"], cf.values["coordinator.port"]) == ("127.0.0.1", 7001)
     assert (cf.lines["coordinator.bind"], cf.lines["coordinator.port"]) == (2, 3)
 
 
@@ -280,7 +280,7 @@ def test_shared_root_required_for_paths_mode() -> None:
 def test_shared_root_must_exist_in_paths_mode() -> None:
     assert refused("shuffle:\n  mode: paths\n  shared_root: /no/such/octo-shared\n") == (
         "octo.yaml:3: shuffle.shared_root: folder '/no/such/octo-shared' does not exist", HERE)
-    assert load("shuffle: {mode: payload, shared_root: /no/such/octo-shared}\n").shuffle_mode == "payload"
+    assert load("shuffle: {mode: payload, shared_root: /no/such/octo-shared}\n").values["shuffle.mode"] == "payload"
 
 
 def test_tls_needs_cert_and_key() -> None:
@@ -293,7 +293,7 @@ def test_tls_files_must_exist_when_enabled() -> None:
     Path("node.pem").write_text("")
     assert refused("tls:\n  enabled: true\n  cert: node.pem\n  key: node.key\n") == (
         "octo.yaml:4: tls.key: file 'node.key' does not exist", HERE)
-    assert load("tls: {enabled: false, cert: node.pem, key: node.key}\n").tls_key == Path("node.key")
+    assert load("tls: {enabled: false, cert: node.pem, key: node.key}\n").values["tls.key"] == Path("node.key")
 
 
 def test_hosts_file_errors_name_the_hosts_file_and_its_line() -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from octostore.config import Config
+from octostore.settings import check_paths_exist
 from octostore.errors import ConfigError
 from octostore.files import FileSource, files, read_file
 from octostore.home import job_paths
@@ -131,8 +132,8 @@ def test_a_map_file_is_renamed_into_place_and_checked_against_its_index(tmp_path
 ])
 def test_config_checks_the_shuffle_settings(tmp_path: Path, mode: str, root: str | None, message: str,
                                             hint: str) -> None:
-    with pytest.raises(ConfigError) as caught:
-        Config(home=tmp_path, shuffle_mode=mode, shared_root=root)
+    with pytest.raises(ConfigError) as caught:  # Config refuses the mode or a missing root; check_paths_exist a
+        check_paths_exist(Config(home=tmp_path, shuffle_mode=mode, shared_root=root))  # folder that is not there
     assert (caught.value.message, caught.value.hint) == (message, hint)
     config = Config(home=tmp_path, shuffle_mode="paths", shared_root=str(tmp_path))
     assert Config.from_stored(tmp_path, config.stored()) == config  # resume runs in paths mode too

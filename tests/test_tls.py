@@ -18,6 +18,7 @@ import pytest
 
 from octostore.api import resolve_config
 from octostore.config import Config
+from octostore.settings import check_paths_exist
 from octostore.errors import ConfigError
 from octostore.protocol.tls import server_context
 
@@ -160,7 +161,8 @@ def test_tls_config_errors_in_config(tmp_path: Path) -> None:
         "set both in the config file: tls: {enabled: true, cert: node.pem, key: node.key}")
     tmp_path.joinpath("node.pem").write_text("")
     with pytest.raises(ConfigError) as e:
-        Config(home=tmp_path, tls=True, tls_cert=str(tmp_path / "node.pem"), tls_key=str(tmp_path / "node.key"))
+        check_paths_exist(Config(home=tmp_path, tls=True, tls_cert=str(tmp_path / "node.pem"),
+                                 tls_key=str(tmp_path / "node.key")))
     assert (e.value.message, e.value.hint) == (
         f"TLS key {tmp_path / 'node.key'}: no such file",
         "check tls.cert and tls.key; a resumed job reads them from the same paths")

@@ -545,9 +545,6 @@ def check_paths_exist(settings: Settings) -> None:
 
 
 # -- what workers receive --------------------------------------------------------------------------
-#
-# TODO(#12): coordinator/server.py still builds a plain dict and worker/main.py reads it by string
-# keys; they switch to WorkerSettings.to_wire() / from_wire() in the change that wires it in.
 
 
 @dataclass(frozen=True, slots=True)

@@ -63,7 +63,7 @@ from typing import Any
 import zstandard
 
 from .. import __version__
-from ..config import Config
+from ..config import Config, worker_settings
 from ..errors import (
     AuthenticationError, ConfigError, ConnectionLost, DiskFull, JobFailed, OctoError, ProtocolError, StoreError,
     UserCodeError,
@@ -131,6 +131,7 @@ class CoordinatorServer:
         self._functions = pack_functions(job.functions)
         root = config.shared_root if config.shuffle_mode == "paths" else None
         self.shared_dir = job_dir(root, job_id) if root else None  # paths mode: this job's map files
+        self._worker_settings = worker_settings(config, self.partitions, self.shared_dir).to_wire()
         self._sends_paths = self.shared_dir is not None and isinstance(job.source, FileSource)
         self._tls = server_context(str(config.tls_cert), str(config.tls_key)) if config.tls else None
         self._source_pool = ThreadPoolExecutor(1, thread_name_prefix="octo-source")
@@ -413,13 +414,7 @@ class CoordinatorServer:
         log.info("worker %s joined (octostore %s); %d connected", worker.name, hello.version, len(self.roster))
         self.progress.set_workers(self.roster.per_host())
         try:
-            settings = {"partitions": self.partitions, "block_bytes": self.config.block_bytes,
-                        "zstd_level": self.config.zstd_level, "map_buffer_bytes": self.plan.map_buffer_bytes,
-                        "values_memory_bytes": self.plan.values_memory_bytes, "merge_fan_in": self.plan.merge_fan_in,
-                        "max_attempts": self.config.max_attempts,
-                        "heartbeat_every_s": self.config.resolved_heartbeat_s(),
-                        "shared_dir": str(self.shared_dir) if self.shared_dir is not None else None}
-            await worker.channel.send(Welcome(self.job_id, self.epoch, self._functions, settings))
+            await worker.channel.send(Welcome(self.job_id, self.epoch, self._functions, self._worker_settings))
             while True:
                 msg = await worker.channel.recv()
                 self._handle(Heard(worker, time.monotonic()))  # every message renews the lease

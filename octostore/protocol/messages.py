@@ -58,7 +58,7 @@ class Welcome:
     job_id: str
     epoch: int
     functions: bytes  # cloudpickle of the job's worker-side functions
-    settings: dict[str, Any]  # block_bytes, zstd_level, map_buffer_bytes, partitions
+    settings: dict[str, Any]  # settings.WorkerSettings.to_wire(): what the worker runs its tasks with
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ User code runs in this thread.  An exception in it becomes TaskFailed with the
 user's own traceback (octostore frames trimmed) and a first line that names
 the function and the key; the coordinator decides whether to retry.
 
-In shuffle mode 'paths' (Welcome.settings["shared_dir"] is set) the worker
+In shuffle mode 'paths' (WorkerSettings.shared_dir is set) the worker
 reads its map inputs from the files MapPaths names, writes its map output to
 one file in the shared folder (stores/mapfiles.py) and reports it with MapFile,
 and reads its reduce input from the byte ranges RunRanges names.  A file it
@@ -49,6 +49,7 @@ from ..protocol.messages import (
     Results, RunBlocks, RunRanges, Segment, Refused, Shutdown, TaskDone, TaskFailed, Welcome,
 )
 from ..protocol.tls import client_context
+from ..settings import WorkerSettings
 from ..stores.mapfiles import MapFileWriter, map_file
 from ..tasks import TaskKind
 from .mapside import MapOutput
@@ -114,10 +115,11 @@ def run_worker(address: tuple[str, int], secret: bytes, *, wait_s: float = 30.0,
         if not isinstance(welcome, Welcome):
             raise ProtocolError(f"expected welcome, got {welcome.op}")
         log.info("worker %d: joined job %s at %s:%d", os.getpid(), welcome.job_id, *address)
+        settings = _read_settings(welcome)
         functions = unpack_functions(welcome.functions)
-        stop = _start_heartbeats(channel, welcome.settings["heartbeat_every_s"])
+        stop = _start_heartbeats(channel, settings.heartbeat_every_s)
         try:
-            Worker(channel, functions, welcome.settings).serve()
+            Worker(channel, functions, settings).serve()
         finally:
             stop.set()
     finally:
@@ -200,7 +202,7 @@ def watch_stdin() -> None:
 class Worker:
     """Runs the tasks a coordinator hands out over one channel."""
 
-    def __init__(self, channel: SyncChannel, functions: WorkerFunctions, settings: dict[str, Any]) -> None:
+    def __init__(self, channel: SyncChannel, functions: WorkerFunctions, settings: WorkerSettings) -> None:
         self.channel = channel
         self.functions = functions
         self.settings = settings
@@ -237,8 +239,8 @@ class Worker:
                 self.channel.send(Segment(task.task, task.attempt, partition, run, batch))
 
         output = MapOutput(
-            self.functions, self.settings["partitions"], buffer_bytes=self.settings["map_buffer_bytes"],
-            block_bytes=self.settings["block_bytes"], zstd_level=self.settings["zstd_level"], emit=emit,
+            self.functions, self.settings.partitions, buffer_bytes=self.settings.map_buffer_bytes,
+            block_bytes=self.settings.block_bytes, zstd_level=self.settings.zstd_level, emit=emit,
         )
         for items in self._inputs():
             if failure is None:
@@ -260,7 +262,7 @@ class Worker:
 
     def _open_map_file(self, task: MapTask) -> tuple[MapFileWriter | None, TaskFailed | None]:
         """Paths mode: the writer of this attempt's map file; payload mode: (None, None)."""
-        shared_dir = self.settings.get("shared_dir")
+        shared_dir = self.settings.shared_dir
         if not shared_dir:
             return None, None
         path = map_file(Path(shared_dir), task.task, task.attempt, task.epoch)
@@ -348,11 +350,11 @@ class Worker:
             keys = [0]
 
             def reduce() -> None:
-                block_bytes, zstd_level = self.settings["block_bytes"], self.settings["zstd_level"]
-                runs = received.runs(fan_in=self.settings["merge_fan_in"], block_bytes=block_bytes,
+                block_bytes, zstd_level = self.settings.block_bytes, self.settings.zstd_level
+                runs = received.runs(fan_in=self.settings.merge_fan_in, block_bytes=block_bytes,
                                      zstd_level=zstd_level)
                 keys[0] = reduce_runs(self.functions, runs, block_bytes=block_bytes, zstd_level=zstd_level,
-                                      values_memory_bytes=self.settings["values_memory_bytes"], emit=emit)
+                                      values_memory_bytes=self.settings.values_memory_bytes, emit=emit)
 
             if failure is None:
                 failure = self._guard(task, TaskKind.REDUCE, "reducefn", None, reduce)
@@ -393,18 +395,25 @@ class Worker:
 
     def _failed(self, task: MapTask | ReduceTask, kind: str, fn_name: str, key: Any, e: BaseException) -> TaskFailed:
         where = f" on key {key!r:.80}" if key is not None else ""
-        of = self.settings["max_attempts"]
+        of = self.settings.max_attempts
         message = f"{fn_name} raised {type(e).__name__}{where} ({kind} task {task.task}, attempt {task.attempt} of {of}): {e}"
         return TaskFailed(kind, task.task, task.attempt, task.epoch, message, format_user_traceback(e), False)
 
 
     def _file_failed(self, task: MapTask | ReduceTask, kind: str, what: str, e: OSError) -> TaskFailed:
         """A shared or input file this worker cannot use: the attempt fails and may run elsewhere."""
-        of = self.settings["max_attempts"]
+        of = self.settings.max_attempts
         message = (f"{what} on {socket.gethostname()}: {e.strerror or e} ({kind} task {task.task}, "
                    f"attempt {task.attempt} of {of})\nhint: every worker host must see the files at the same path "
                    "(is the shared filesystem mounted there?)")
         return TaskFailed(kind, task.task, task.attempt, task.epoch, message, "", False)
+
+
+def _read_settings(welcome: Welcome) -> WorkerSettings:
+    try:
+        return WorkerSettings.from_wire(welcome.settings)
+    except ValueError as e:  # a coordinator of another octostore: the version check should have caught it
+        raise ProtocolError(str(e)) from None
 
 
 def _batches(blocks: list[bytes], max_bytes: int) -> Iterator[list[bytes]]:

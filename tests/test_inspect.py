@@ -68,12 +68,12 @@ def dead_pid() -> int:
 def failed_job(home: Path) -> None:
     """j-failed: map 0 done, map 1 FAILED after 2 attempts, map 2 done on its second attempt; 1 of 2 reduces done."""
     store = make_job(home, "j-failed", map_tasks=3, created_at=2000.0)
-    store.commit_task("map", 0, 1, [])
+    store.commit_task("map", 0, 1, None)
     store.record_failure("map", 1, "first\n" + TRACEBACK, failed=False)
     store.record_failure("map", 1, "mapfn raised on key 'k1' (map task 1, attempt 2 of 2)\n" + TRACEBACK, failed=True)
     store.record_failure("map", 2, "worker process 77 died (signal SIGKILL)", failed=False)
-    store.commit_task("map", 2, 2, [])
-    store.commit_task("reduce", 1, 1, [])
+    store.commit_task("map", 2, 2, None)
+    store.commit_task("reduce", 1, 1, None)
     finish(store, "FAILED", 2090.0, error="map task 1 failed 2 times\nlast: ZeroDivisionError")
 
 
@@ -84,11 +84,11 @@ def test_list_jobs_oldest_first_with_task_counts_and_damaged_stores(home: Path) 
     done = make_job(home, "j-done", created_at=1000.0)
     for kind in ("map", "reduce"):
         for task in range(2):
-            done.commit_task(kind, task, 1, [])
+            done.commit_task(kind, task, 1, None)
     finish(done, "DONE", 1012.5)
     failed_job(home)
     running = make_job(home, "j-running", map_tasks=4, partitions=3, created_at=time.time() - 300)
-    running.commit_task("map", 3, 1, [])
+    running.commit_task("map", 3, 1, None)
     running.close()
     make_damaged(home, "j-damaged", mtime=1500.0)
     (home / "jobs" / "no-state").mkdir()  # not a job: no state/ folder
@@ -167,9 +167,9 @@ def test_status_of_a_failed_job_counts_tasks_attempts_and_failures(home: Path) -
 def test_phase_is_the_first_with_tasks_left(home: Path, state: str, map_done: int, reduce_done: int, phase: str) -> None:
     store = make_job(home, "j")
     for task in range(map_done):
-        store.commit_task("map", task, 1, [])
+        store.commit_task("map", task, 1, None)
     for task in range(reduce_done):
-        store.commit_task("reduce", task, 1, [])
+        store.commit_task("reduce", task, 1, None)
     store.set_meta(state=state)
     store.close()
     assert job_status(home, "j").phase == phase

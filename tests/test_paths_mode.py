@@ -83,7 +83,7 @@ def referenced_files(home: Path, job_id: str) -> set[str]:
     """The map files DONE map tasks of the job reference in its state store."""
     state = StateStore(job_paths(home, job_id).state, 1 << 20, readonly=True)
     try:
-        return {entry["file"] for _, r in state.tasks("map") if r.state is TaskState.DONE for _, entry in r.output}
+        return {r.output.path for _, r in state.tasks("map") if r.state is TaskState.DONE and r.output}
     finally:
         state.close()
 

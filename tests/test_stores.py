@@ -11,6 +11,7 @@ import pytest
 from octostore import api
 from octostore.config import Config
 from octostore.coordinator.commits import GroupCommit
+from octostore.stores.outputs import FileRuns, ResultSegments, SpillRuns, unpack_output
 from octostore.stores.segments import SegmentStore
 from octostore.stores.state import StateStore, TaskState
 
@@ -107,10 +108,10 @@ def test_a_task_commits_once(tmp_path: Path) -> None:
     state = StateStore(tmp_path / "state", 1 << 20)
     state.create_job({"job_id": "j"}, [["a", "b"], ["c"]], partitions=2)
     assert state.manifest_keys(1) == ["c"]
-    assert state.commit_task("map", 0, 2, [[0, [7]]]) is True
-    assert state.commit_task("map", 0, 3, [[0, [9]]]) is False  # a later attempt cannot overwrite
+    assert state.commit_task("map", 0, 2, SpillRuns([(0, [7])])) is True
+    assert state.commit_task("map", 0, 3, SpillRuns([(0, [9])])) is False  # a later attempt cannot overwrite
     record = state.task("map", 0)
-    assert (record.state, record.committed_attempt, record.output) == (TaskState.DONE, 2, [[0, [7]]])
+    assert (record.state, record.committed_attempt, record.output) == (TaskState.DONE, 2, SpillRuns([(0, [7])]))
     assert [t for t, r in state.tasks("map") if r.state is TaskState.PENDING] == [1]
     assert [t for t, _ in state.tasks("reduce")] == [0, 1]
 
@@ -122,7 +123,7 @@ def test_failures_are_counted_and_the_last_one_fails_the_task(tmp_path: Path) ->
     assert [(r.state, r.failures) for r in records] == [(TaskState.PENDING, 1), (TaskState.PENDING, 2),
                                                         (TaskState.FAILED, 3)]
     assert state.task("map", 0).last_error == "boom 2"
-    state.commit_task("map", 1, 1, [])
+    state.commit_task("map", 1, 1, None)
     assert state.record_failure("map", 1, "late", failed=True).state is TaskState.DONE  # a DONE task stays DONE
 
 
@@ -150,13 +151,38 @@ def test_group_commit_flushes_appended_stores_then_commits_a_batch_once(tmp_path
 
     async def commit_two() -> None:
         commits = GroupCommit(state, events.append, lambda: [flush])
-        commits.add(("map", 0, 1, [[0, [segment]]]), lambda done: events.append(("attempt 1", done)))
-        commits.add(("map", 0, 2, []), lambda done: events.append(("attempt 2", done)))  # the same task again
+        commits.add(("map", 0, 1, SpillRuns([(0, [segment])])), lambda done: events.append(("attempt 1", done)))
+        commits.add(("map", 0, 2, None), lambda done: events.append(("attempt 2", done)))  # the same task again
         await commits.drain()
 
     asyncio.run(commit_two())
     assert events == ["flushed", ("attempt 1", True), ("attempt 2", False)]  # one batch, one flush
     record = state.task("map", 0)
-    assert (record.state, record.committed_attempt, record.output) == (TaskState.DONE, 1, [[0, [segment]]])
+    assert (record.state, record.committed_attempt, record.output) == (TaskState.DONE, 1, SpillRuns([(0, [segment])]))
     spill.close()
     state.close()
+
+
+def test_task_outputs_are_tagged_and_round_trip_through_the_store(tmp_path: Path) -> None:
+    state = StateStore(tmp_path / "state", 1 << 20)
+    state.create_job({"job_id": "j"}, [["a"], ["b"], ["c"]], 1)
+    outputs = {("map", 0): SpillRuns([(0, [1, 2]), (1, [3])]),
+               ("map", 1): FileRuns("/shared/j/map-000001-a1-e1.run", [(0, [(0, 10), (10, 5)])]),
+               ("reduce", 0): ResultSegments([4, 5])}
+    for (kind, task), output in outputs.items():
+        assert state.commit_task(kind, task, 1, output)
+    state.close()
+    state = StateStore(tmp_path / "state", 1 << 20, readonly=True)
+    assert {(kind, task): state.task(kind, task).output for kind, task in outputs} == outputs
+    assert state.task("map", 2).output is None  # not done: nothing
+    state.close()
+
+
+def test_untagged_outputs_of_older_stores_read_as_the_same_shapes() -> None:
+    assert unpack_output([[0, [1, 2]], [1, [3]]]) == SpillRuns([(0, [1, 2]), (1, [3])])
+    assert unpack_output([[0, {"file": "/s/m.run", "blocks": [[0, 10]]}], [1, {"file": "/s/m.run", "blocks": []}]]) \
+        == FileRuns("/s/m.run", [(0, [(0, 10)]), (1, [])])
+    assert unpack_output([4, 5]) == ResultSegments([4, 5])
+    assert unpack_output([]) is None
+    with pytest.raises(ValueError, match="unknown task output 'tape'"):
+        unpack_output(["tape", 1])

@@ -29,12 +29,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 from .. import failpoints
+from ..stores.outputs import TaskOutput
 from ..stores.state import StateStore
 
-Commit = tuple[str, int, int, list[Any]]  # (kind, task, attempt, output)
+Commit = tuple[str, int, int, TaskOutput | None]  # (kind, task, attempt, output)
 OnCommitted = Callable[[bool], None]  # True: the attempt is DONE; False: the task already was
 
 

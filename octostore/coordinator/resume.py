@@ -11,12 +11,12 @@ attempts that were running are redone: at most one task per worker slot.
    (a worker that outlived the crash) is refused and its segments dropped.
    FAILED tasks get their attempts back, so a job that failed on a bug can be
    resumed once the job file is fixed (``--reload``).
-3. ``collect_garbage``: delete every segment that no DONE task refers to: the
-   output of attempts that were running, or stored but not committed, when
-   the coordinator died.  In paths mode it also removes every file in the
-   job's folder under shared_root that no DONE map task references (files and
-   temp files of lost attempts).  Idempotent: a crash here is repaired by the
-   next resume.
+3. ``collect_garbage``: delete the map output and the results that no DONE
+   task refers to: the output of attempts that were running, or stored but
+   not committed, when the coordinator died.  What map output is depends on
+   the shuffle mode (shuffle.py): segments of the spill stores (payload), or
+   files and temp files in the job's folder under shared_root (paths).
+   Idempotent: a crash here is repaired by the next resume.
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ from .. import failpoints
 from ..config import Config
 from ..errors import StoreError
 from ..home import JobPaths
-from ..stores.mapfiles import is_file_entry, job_dir, remove_unreferenced
-from ..stores.segments import SegmentStore
+from ..stores.outputs import ResultSegments
 from ..stores.state import StateStore, TaskState
 from ..tasks import TaskKind
+from .shuffle import delete_unreferenced, shuffle_for
 
 log = logging.getLogger(__name__)
 
@@ -78,34 +78,15 @@ def raise_epoch(state: StateStore) -> int:
 
 
 def collect_garbage(state: StateStore, paths: JobPaths, config: Config) -> int:
-    """Delete segments and shared map files no DONE task refers to; return how many were deleted."""
-    partitions = int(state.meta()["partitions"])
-    kept: list[set[int]] = [set() for _ in range(partitions)]
-    kept_files: set[str] = set()
-    for _, record in state.tasks(TaskKind.MAP):
-        if record.state is TaskState.DONE:
-            for partition, segments in record.output:
-                if is_file_entry(segments):
-                    kept_files.add(segments["file"])
-                else:
-                    kept[partition].update(segments)
-    kept_results = {s for _, r in state.tasks(TaskKind.REDUCE) if r.state is TaskState.DONE for s in r.output}
-    deleted = 0
-    for path, keep in [*((paths.partition_spill(p), kept[p]) for p in range(partitions)),
-                       (paths.results, kept_results)]:
-        if not (path / "data.mdb").exists():
-            continue
-        store = SegmentStore(path, config.map_size_bytes)
-        garbage = [s for s in store.segment_ids() if s not in keep]
-        store.delete_segments(garbage)
-        store.close()
-        deleted += len(garbage)
-    if deleted:
-        log.info("dropped %d uncommitted segment(s) from before the crash", deleted)
-    if config.shuffle_mode == "paths" and config.shared_root:
-        removed = remove_unreferenced(job_dir(config.shared_root, str(state.meta()["job_id"])), kept_files)
-        if removed:
-            log.info("removed %d uncommitted map file(s) from before the crash", removed)
-        deleted += removed
+    """Delete the map output (the shuffle mode's, shuffle.py) and the results no DONE task refers
+    to; return how many pieces were deleted."""
+    meta = state.meta()
+    shuffle = shuffle_for(config, paths, str(meta["job_id"]), int(meta["partitions"]))
+    deleted = shuffle.collect_garbage(state)
+    kept = {s for _, r in state.tasks(TaskKind.REDUCE)
+            if r.state is TaskState.DONE and isinstance(r.output, ResultSegments) for s in r.output.segments}
+    results = delete_unreferenced(paths.results, kept, config.map_size_bytes)
+    if results:
+        log.info("dropped %d uncommitted result segment(s) from before the crash", results)
     failpoints.hit("after-gc")
-    return deleted
+    return deleted + results

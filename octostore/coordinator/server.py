@@ -30,13 +30,12 @@ Commit order for a finished attempt (a crash between any two steps is safe):
 3. the scheduler learns the task is done (AttemptCommitted): only now can the phase advance
    -> crash before: the task is DONE on disk; resume does not redo it
 
-In shuffle mode 'paths' step 1 is the worker's: it writes, fsyncs and renames
-one map file per attempt on the shared filesystem (stores/mapfiles.py) and
-sends MapFile; the coordinator checks the file's size and index, and step 2
-commits its path and block ranges instead of segment ids.  Map inputs from an
-``octostore.files`` source travel as paths (MapPaths), reduce inputs as byte
-ranges (RunRanges): the coordinator moves metadata only, plus reduce results.
-The file of an attempt that is lost or loses is removed here (best effort).
+What differs between shuffle modes (where map output goes, what a reduce
+task receives, what a commit records) is behind ``self.shuffle``
+(shuffle.py); what a map task's input is on the wire, behind ``self.inputs``
+(inputs.py).  In mode 'paths' step 1 is the worker's: it writes, fsyncs and
+renames one map file on the shared filesystem, and step 2 commits its path
+and block ranges instead of segment ids.
 
 With ``config.tls`` each accepted connection is upgraded to TLS first
 (``protocol/tls.py``), inside ``_accept``: a peer that fails the TLS handshake
@@ -50,42 +49,40 @@ import asyncio
 import ipaddress
 import logging
 import os
-import pickle
 import socket
 import ssl
-import sys
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import zstandard
 
 from .. import __version__
 from ..config import Config, worker_settings
 from ..errors import (
-    AuthenticationError, ConfigError, ConnectionLost, DiskFull, JobFailed, OctoError, ProtocolError, StoreError,
+    AuthenticationError, ConnectionLost, DiskFull, JobFailed, OctoError, ProtocolError, StoreError,
     UserCodeError,
 )
-from ..files import FileSource
 from ..home import JobPaths
 from ..job import Job, format_user_traceback, pack_functions
 from ..progress import Progress
 from ..protocol.channel import AsyncChannel
 from ..protocol.handshake import HANDSHAKE_TIMEOUT_S
 from ..protocol.messages import (
-    PYTHON_VERSION, Heartbeat, Hello, Input, InputEnd, MapFile, MapPaths, MapTask, Ready, ReduceTask,
-    Results, RunBlocks, RunRanges, Segment, Refused, Shutdown, TaskDone, TaskFailed, Welcome,
+    PYTHON_VERSION, Heartbeat, Hello, InputEnd, MapFile, MapTask, Ready, ReduceTask,
+    Results, Segment, Refused, Shutdown, TaskDone, TaskFailed, Welcome,
 )
 from ..protocol.tls import server_context
-from ..stores.mapfiles import check_map_file, is_file_entry, job_dir, map_file, remove_attempt
+from ..stores.outputs import ResultSegments
 from ..stores.segments import SegmentStore
 from ..stores.state import JobState, StateStore, TaskState
 from ..launch.group import WorkerPool
 from ..tasks import TaskKind
 from .commits import GroupCommit
 from .roster import Roster, Totals, WorkerConn, write_live_status
+from .inputs import SourceValues, map_inputs_for
+from .shuffle import runs_of, shuffle_for
 from .scheduler import (
     Abort, Assign, AttemptCommitted, AttemptFailed, AttemptFinished, Commit, Discard, DiscardReason, Dismiss,
     EnterPhase, Event, Halt, Heard, LoseWorker, Phase, RecordFailure, Scheduler, StartWorkers, Tick, Warn,
@@ -99,9 +96,8 @@ log = logging.getLogger(__name__)
 class _Attempt:
     """What an in-flight attempt has written so far (not yet committed), and its stats once done."""
 
-    runs: dict[tuple[int, int], list[int]] = field(default_factory=dict)  # (partition, run) -> segments
-    results: list[int] = field(default_factory=list)
-    map_file: tuple[str, list[list[Any]]] | None = None  # paths mode: (path, checked index) from MapFile
+    map_output: Any = None  # a map attempt's: what the shuffle's begin_map() made (shuffle.py)
+    results: list[int] = field(default_factory=list)  # a reduce attempt's segments in the results store
     stats: dict[str, int] = field(default_factory=dict)  # from TaskDone, counted once the commit lands
 
 
@@ -123,20 +119,16 @@ class CoordinatorServer:
         self.pool: WorkerPool | None = None  # set once the launched workers exist (submit.py)
         self.totals = Totals()
         self.roster = Roster(self.totals, time.monotonic())
-        self.spill = [SegmentStore(paths.partition_spill(p), config.map_size_bytes) for p in range(self.partitions)]
+        self.shuffle = shuffle_for(config, paths, job_id, self.partitions)
+        self.inputs = map_inputs_for(job.source, config)
         self.results = SegmentStore(paths.results, config.map_size_bytes)
-        self._appended: set[SegmentStore] = set()  # stores appended to since the last group commit
+        self._results_appended = False  # since the last group commit
         self._commits = GroupCommit(state, self._commit_failed, self._flushes_before_commit)
         self._attempts: dict[tuple[str, int, int], _Attempt] = {}  # from Assign to its commit or discard
         self._functions = pack_functions(job.functions)
-        root = config.shared_root if config.shuffle_mode == "paths" else None
-        self.shared_dir = job_dir(root, job_id) if root else None  # paths mode: this job's map files
-        self._worker_settings = worker_settings(config, self.partitions, self.shared_dir).to_wire()
-        self._sends_paths = self.shared_dir is not None and isinstance(job.source, FileSource)
+        self._worker_settings = worker_settings(config, self.partitions, self.shuffle.shared_dir).to_wire()
         self._tls = server_context(str(config.tls_cert), str(config.tls_key)) if config.tls else None
-        self._source_pool = ThreadPoolExecutor(1, thread_name_prefix="octo-source")
         self._launcher = ThreadPoolExecutor(1, thread_name_prefix="octo-launch")  # pool.start/reap: off the loop
-        self._compressor = zstandard.ZstdCompressor(level=1)
         self._cancelled = False
         self._disk_full: DiskFull | None = None
         self._closing = False
@@ -171,7 +163,8 @@ class CoordinatorServer:
         server = await asyncio.start_server(self._accept, self.config.bind, self.config.port,
                                             limit=1 << 20, reuse_address=True)
         host, port = server.sockets[0].getsockname()[:2]
-        self._prepare_shared_dir()
+        self.shuffle.open()
+        self._say_where_data_goes()
         self._enter_phase(EnterPhase(self.scheduler.phase, self.scheduler.failure))  # where the stored state is
         on_listening(host, port)
         ticker = asyncio.get_running_loop().create_task(self._tick_forever())
@@ -190,7 +183,7 @@ class CoordinatorServer:
             await self._join_tasks()
             await self._commits.drain()
             await server.wait_closed()
-            self._source_pool.shutdown(wait=False, cancel_futures=True)
+            self.inputs.close()
             self._launcher.shutdown(wait=True)
         if self._disk_full is not None:
             raise self._disk_full
@@ -199,17 +192,12 @@ class CoordinatorServer:
         if self.scheduler.phase is Phase.FAILED:
             raise JobFailed(self.scheduler.failure or "the job failed")
 
-    def _prepare_shared_dir(self) -> None:
-        """Paths mode: create the job's folder under shared_root; say once if inputs still travel."""
-        if self.shared_dir is None:
+    def _say_where_data_goes(self) -> None:
+        """Paths mode: name the shared folder; say once if map inputs still travel through here."""
+        if self.shuffle.shared_dir is None:
             return
-        try:
-            self.shared_dir.mkdir(exist_ok=True)
-        except OSError as e:
-            raise ConfigError(f"shared_root {self.config.shared_root}: cannot create {self.shared_dir}: "
-                              f"{e.strerror or e}", "check that the folder is writable here") from None
-        log.info("job %s: shuffle through %s", self.job_id, self.shared_dir)
-        if not self._sends_paths:
+        log.info("job %s: shuffle through %s", self.job_id, self.shuffle.shared_dir)
+        if isinstance(self.inputs, SourceValues):
             log.info("job %s: source is not octostore.files(...), so map inputs still travel through the "
                      "coordinator (only map output goes through the shared folder)", self.job_id)
 
@@ -229,8 +217,8 @@ class CoordinatorServer:
         self._finished.set()
 
     def close_stores(self) -> None:
-        for store in [*self.spill, self.results]:
-            store.close()
+        self.shuffle.close()
+        self.results.close()
 
     async def _join_tasks(self) -> None:
         """Let connection tasks end by themselves (their sockets are closed), then cancel stragglers."""
@@ -269,7 +257,8 @@ class CoordinatorServer:
         if a.is_backup:
             log.info("%s task %d: backup attempt %d on %s (the first to finish wins)", a.kind, a.task,
                      a.attempt, worker.name)
-        self._attempts[(a.kind, a.task, a.attempt)] = _Attempt()
+        self._attempts[(a.kind, a.task, a.attempt)] = _Attempt(
+            self.shuffle.begin_map() if a.kind is TaskKind.MAP else None)
         self._spawn(self._send_task(worker, a))
 
     def _commit(self, a: Commit) -> None:
@@ -284,7 +273,8 @@ class CoordinatorServer:
             self._handle(AttemptCommitted(a.kind, a.task, a.attempt, done, time.monotonic()))
             self._attempts.pop(key, None)  # committed: the state store references its output now
 
-        self._commits.add((a.kind, a.task, a.attempt, _task_output(a.kind, attempt)), committed)
+        output = self.shuffle.committed(attempt.map_output) if a.kind is TaskKind.MAP else ResultSegments(attempt.results)
+        self._commits.add((a.kind, a.task, a.attempt, output), committed)
 
     def _discard(self, a: Discard) -> None:
         if a.why is DiscardReason.WORKER_LOST:
@@ -448,13 +438,13 @@ class CoordinatorServer:
 
     async def _send_task(self, worker: WorkerConn, a: Assign) -> None:
         try:
-            if a.kind == TaskKind.MAP:  # the task's first message waits for its input: one system call for a small task
+            if a.kind is TaskKind.MAP:  # the task's first message waits for its input: one system call for a small task
                 await worker.channel.send(MapTask(a.task, a.attempt, self.epoch), flush=False)
-                await self._send_map_input(worker, a.task)
+                await self.inputs.send(worker.channel, self.state.manifest_keys(a.task), worker.compress_inputs)
             else:
-                runs = self._committed_runs(a.task)
+                runs = runs_of(self.state, a.task)
                 await worker.channel.send(ReduceTask(a.task, a.attempt, self.epoch, len(runs)), flush=False)
-                await self._send_runs(worker, self.spill[a.task], runs)
+                await self.shuffle.send_runs(worker.channel, a.task, runs)
             await worker.channel.send(InputEnd())
         except (ConnectionLost, OSError):
             worker.channel.close()  # the reader task sees it and requeues the task
@@ -462,67 +452,6 @@ class CoordinatorServer:
             self._handle(Abort(f"reading source for map task {a.task} failed: {type(e).__name__}: {e}\n"
                                + format_user_traceback(e), time.monotonic()))
             worker.channel.close()
-
-    async def _send_map_input(self, worker: WorkerConn, task: int) -> None:
-        if self._sends_paths:
-            source: FileSource = self.job.source
-            await worker.channel.send(MapPaths(self.state.manifest_keys(task), source.encoding, source.errors))
-            return
-        compress = worker.compress_inputs
-        batches = self._input_batches(self.state.manifest_keys(task), compress)
-        # The last batch waits for InputEnd (one system call for a small task); others go at once.
-        if type(self.job.source) is dict:  # a plain dict lookup cannot block: no thread hop per batch
-            for payload, last in batches:
-                await worker.channel.send(Input(payload, compress), flush=not last)
-            return
-        loop = asyncio.get_running_loop()
-        while (batch := await loop.run_in_executor(self._source_pool, next, batches, None)) is not None:
-            payload, last = batch
-            await worker.channel.send(Input(payload, compress), flush=not last)
-
-    def _input_batches(self, keys: list[Any], compress: bool) -> Iterator[tuple[bytes, bool]]:
-        """Yield (pickle([(key, source[key]), ...]), is the last batch), the pickle zstd-compressed
-        if `compress` (runs in the source thread)."""
-        batch: list[tuple[Any, Any]] = []
-        size = 0
-        batch_bytes = self.plan.input_batch_bytes
-        for i, key in enumerate(keys):
-            value = self.job.source[key]
-            batch.append((key, value))
-            size += len(value) if isinstance(value, (str, bytes)) else sys.getsizeof(value)
-            if size >= batch_bytes or i == len(keys) - 1:
-                data = pickle.dumps(batch, protocol=5)
-                # Only the pickle stays alive while it is sent: a large source value is not held twice.
-                batch, size, value = [], 0, None
-                yield self._compressor.compress(data) if compress else data, i == len(keys) - 1
-
-    def _committed_runs(self, partition: int) -> list[Any]:
-        """Every committed run of `partition`: a segment list, or (paths mode) {"file", "blocks"}."""
-        return [
-            segments
-            for _, record in self.state.tasks(TaskKind.MAP)
-            if record.state is TaskState.DONE
-            for p, segments in record.output
-            if p == partition
-        ]
-
-    async def _send_runs(self, worker: WorkerConn, store: SegmentStore, runs: list[Any]) -> None:
-        batch_bytes = self.plan.input_batch_bytes
-        for run, segments in enumerate(runs):
-            if is_file_entry(segments):  # paths mode: the reducer reads the blocks itself
-                await worker.channel.send(RunRanges(run, segments["file"], segments["blocks"]))
-                continue
-            batch: list[bytes] = []
-            size = 0
-            for block in store.iter_blocks(segments):
-                batch.append(block)
-                size += len(block)
-                if size >= batch_bytes:
-                    await worker.channel.send(RunBlocks(run, batch))
-                    batch, size = [], 0
-            if batch:
-                await worker.channel.send(RunBlocks(run, batch))
-        store.release()
 
     # -- output and commits ---------------------------------------------------------------
 
@@ -539,21 +468,15 @@ class CoordinatorServer:
 
     async def _on_segment(self, worker: WorkerConn, msg: Segment) -> None:
         attempt = self._held(worker, TaskKind.MAP, msg.task, msg.attempt)
-        if attempt is None or not 0 <= msg.partition < self.partitions:
-            return  # not this worker's current attempt: dropped unwritten
-        store = self.spill[msg.partition]
-        segment = store.append_segment(msg.blocks)
-        self._appended.add(store)
-        attempt.runs.setdefault((msg.partition, msg.run), []).append(segment)
+        if attempt is not None:  # else not this worker's current attempt: dropped unwritten
+            self.shuffle.accept_segment(attempt.map_output, msg)
 
     async def _on_map_file(self, worker: WorkerConn, msg: MapFile) -> None:
         attempt = self._held(worker, TaskKind.MAP, msg.task, msg.attempt)
-        if attempt is None or self.shared_dir is None:
+        if attempt is None:
             return  # not this worker's current attempt (its file is removed with the attempt)
-        expected = map_file(self.shared_dir, msg.task, msg.attempt, self.epoch)
-        problem = check_map_file(expected, msg.path, msg.size, msg.index, self.partitions)
+        problem = self.shuffle.accept_map_file(attempt.map_output, msg, self.epoch)
         if problem is None:
-            attempt.map_file = (msg.path, msg.index)
             return
         message = (f"map task {msg.task} attempt {msg.attempt}: {problem}\nhint: the coordinator and every worker "
                    "must mount shared_root at the same path")
@@ -563,7 +486,7 @@ class CoordinatorServer:
         attempt = self._held(worker, TaskKind.REDUCE, msg.task, msg.attempt)
         if attempt is not None:
             attempt.results.append(self.results.append_segment(msg.blocks))
-            self._appended.add(self.results)
+            self._results_appended = True
 
     async def _on_task_done(self, worker: WorkerConn, msg: TaskDone) -> None:
         key = (msg.kind, msg.task, msg.attempt)
@@ -571,7 +494,7 @@ class CoordinatorServer:
         if attempt is None:
             log.debug("%s task %d attempt %d: ignored a result from %s (not its current attempt)", *key, worker.name)
             return
-        if msg.kind == TaskKind.MAP and self.shared_dir is not None and attempt.map_file is None:
+        if msg.kind == TaskKind.MAP and not self.shuffle.is_complete(attempt.map_output):
             raise ProtocolError(f"map task {msg.task} attempt {msg.attempt}: done without reporting its map file")
         attempt.stats = msg.stats
         self._handle(AttemptFinished(_kind(msg.kind), msg.task, msg.attempt, time.monotonic()))
@@ -579,7 +502,8 @@ class CoordinatorServer:
     def _flushes_before_commit(self) -> list[Callable[[], None]]:
         """What the commit thread flushes before a group commit: the stores appended to since the
         last one (none with state_sync: false, which gives up OS-crash durability as a whole)."""
-        stores, self._appended = self._appended, set()
+        stores = self.shuffle.take_appended() + ([self.results] if self._results_appended else [])
+        self._results_appended = False
         return [store.sync for store in stores] if self.config.sync else []
 
     def _commit_failed(self, error: Exception) -> None:
@@ -606,32 +530,14 @@ class CoordinatorServer:
                                    time.monotonic()))
 
     def _drop_output(self, kind: str, task: int, number: int, attempt: _Attempt) -> None:
-        """Delete an uncommitted attempt's segments and (paths mode) its map file, if any."""
-        self._drop_segments(kind, attempt)
-        if kind == TaskKind.MAP and self.shared_dir is not None:
-            remove_attempt(self.shared_dir, task, number, self.epoch)
-
-    def _drop_segments(self, kind: str, attempt: _Attempt) -> None:
-        """Delete an uncommitted attempt's segments; best effort, as resume collects any left."""
+        """Delete an uncommitted attempt's output: map output the shuffle's way, results here."""
+        if kind == TaskKind.MAP:
+            self.shuffle.drop(task, number, self.epoch, attempt.map_output)
+            return
         try:
-            if kind == TaskKind.MAP:
-                for (partition, _), segments in attempt.runs.items():
-                    self.spill[partition].delete_segments(segments)
-            else:
-                self.results.delete_segments(attempt.results)
+            self.results.delete_segments(attempt.results)
         except (DiskFull, StoreError) as e:
             log.debug("segments of a discarded attempt stay until resume collects them: %s", e.message)
-
-
-def _task_output(kind: str, attempt: _Attempt) -> list[Any]:
-    """What the state store records for a committed attempt (stores/state.py, TaskRecord.output)."""
-    if kind == TaskKind.REDUCE:
-        return attempt.results
-    if attempt.map_file is not None:  # paths mode: where each run's blocks are, in (run, partition) order
-        path, index = attempt.map_file
-        return [[partition, {"file": path, "blocks": ranges}] for partition, ranges in index]
-    by_run = sorted(attempt.runs.items(), key=lambda item: (item[0][1], item[0][0]))
-    return [[partition, segments] for (partition, _run), segments in by_run]
 
 
 def _scheduler_from_state(state: StateStore, config: Config, map_tasks: int, partitions: int) -> Scheduler:

@@ -25,7 +25,6 @@ import logging
 import os
 import pickle
 import resource
-import shutil
 import signal
 import sys
 import time
@@ -41,7 +40,6 @@ from ..config import Config
 from ..errors import DiskFull, JobError, JobFailed, UsageError, UserCodeError
 from ..home import JobPaths, job_paths, new_job_id, require_job
 from ..stores.lock import JobLock
-from ..stores.mapfiles import job_dir, remove_job_dir
 from ..job import Job, check_pairs, format_user_traceback, load_job
 from ..progress import make_progress
 from ..stores.results import iter_result_batches
@@ -51,6 +49,7 @@ from .resume import collect_garbage, open_state, raise_epoch
 from ..launch.group import WorkerPool
 from .roster import Totals, write_live_status
 from .server import CoordinatorServer, JobCancelled
+from .shuffle import shuffle_for
 
 log = logging.getLogger(__name__)
 
@@ -153,9 +152,7 @@ def _run_job(job: Job, job_id: str, config: Config, paths: JobPaths, state: Stat
         state.close()
         paths.live_status.unlink(missing_ok=True)
         lock.release()
-    shutil.rmtree(paths.spill, ignore_errors=True)
-    if config.shuffle_mode == "paths" and config.shared_root:
-        remove_job_dir(job_dir(config.shared_root, job_id))  # after DONE: no reducer reads it again
+    shuffle_for(config, paths, job_id, partitions).remove_job()  # after DONE: no reducer reads it again
     return JobReport(job_id, JobState.DONE, map_tasks, partitions, results, time.monotonic() - started,
                      totals, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, config.memory_budget_bytes)
 

@@ -60,11 +60,6 @@ def map_file(folder: Path, task: int, attempt: int, epoch: int) -> Path:
     return folder / f"map-{task:06d}-a{attempt}-e{epoch}.run"
 
 
-def is_file_entry(entry: Any) -> bool:
-    """True for a map output entry that points into a shared file ({"file", "blocks"})."""
-    return isinstance(entry, dict)
-
-
 class MapFileWriter:
     """Appends one map attempt's blocks to a temp file; ``finish`` makes it the attempt's file."""
 

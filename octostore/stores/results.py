@@ -13,6 +13,7 @@ from typing import Any
 
 from ..blocks import merge_blocks
 from ..keys import decode_keys
+from .outputs import ResultSegments
 from .segments import SegmentStore
 from .state import StateStore, TaskState
 
@@ -27,9 +28,9 @@ def iter_result_batches(state: StateStore, results: SegmentStore) -> Iterator[tu
     """Yield every committed result in key order as batches (keys, values): a loop over a
     hundred million results pays for one generator step per batch, not per result."""
     runs = [
-        results.iter_blocks(record.output)
+        results.iter_blocks(record.output.segments)
         for _, record in state.tasks("reduce")
-        if record.state is TaskState.DONE and record.output
+        if record.state is TaskState.DONE and isinstance(record.output, ResultSegments)
     ]
     for batch in merge_blocks(runs):
         keys_enc, _, payloads = zip(*batch)

@@ -29,7 +29,7 @@ import enum
 import pickle
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ import msgpack
 
 from ..errors import StoreError
 from . import lmdbenv
+from .outputs import TaskOutput, pack_output, unpack_output
 
 
 class TaskState(str, enum.Enum):
@@ -57,25 +58,24 @@ class JobState(str, enum.Enum):
 
 @dataclass(slots=True)
 class TaskRecord:
-    """One task's durable state.  Map output, one entry per run and partition, in run order:
-    [[partition, [segment ids]], ...] (payload mode: segments in the partition's spill store) or
-    [[partition, {"file": path, "blocks": [[offset, length], ...]}], ...] (paths mode: a map file
-    on the shared filesystem, stores/mapfiles.py).  Reduce output: [segment ids] in the results store."""
+    """One task's durable state; `output` is set once it is DONE (stores/outputs.py: where its
+    runs or results are, in the shape of the shuffle mode that wrote them)."""
 
     state: TaskState = TaskState.PENDING
-    failures: int = 0  # attempts whose user code raised
+    failures: int = 0  # attempts whose user code raised, or whose worker crashed
     committed_attempt: int = 0
-    output: list[Any] = field(default_factory=list)
+    output: TaskOutput | None = None
     last_error: str = ""
 
     def pack(self) -> bytes:
-        data: bytes = msgpack.packb([self.state.value, self.failures, self.committed_attempt, self.output, self.last_error])
+        data: bytes = msgpack.packb([self.state.value, self.failures, self.committed_attempt,
+                                     pack_output(self.output), self.last_error])
         return data
 
     @classmethod
     def unpack(cls, data: bytes) -> TaskRecord:
         state, failures, attempt, output, error = msgpack.unpackb(data)
-        return cls(TaskState(state), failures, attempt, output, error)
+        return cls(TaskState(state), failures, attempt, unpack_output(output), error)
 
 
 def task_key(kind: str, task: int) -> bytes:
@@ -150,12 +150,12 @@ class StateStore:
                         break
                     yield int(key[1:]), TaskRecord.unpack(value)
 
-    def commit_task(self, kind: str, task: int, attempt: int, output: list[Any]) -> bool:
+    def commit_task(self, kind: str, task: int, attempt: int, output: TaskOutput | None) -> bool:
         """Make `output` the task's result; return False if the task was already DONE.
         Idempotent: a repeated commit of a done task changes nothing."""
         return self.commit_tasks([(kind, task, attempt, output)])[0]
 
-    def commit_tasks(self, commits: list[tuple[str, int, int, list[Any]]]) -> list[bool]:
+    def commit_tasks(self, commits: list[tuple[str, int, int, TaskOutput | None]]) -> list[bool]:
         """commit_task for each (kind, task, attempt, output), all in one transaction (one sync):
         the group commit of coordinator/commits.py."""
 

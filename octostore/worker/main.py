@@ -9,10 +9,11 @@ User code runs in this thread.  An exception in it becomes TaskFailed with the
 user's own traceback (octostore frames trimmed) and a first line that names
 the function and the key; the coordinator decides whether to retry.
 
-In shuffle mode 'paths' (WorkerSettings.shared_dir is set) the worker
-reads its map inputs from the files MapPaths names, writes its map output to
-one file in the shared folder (stores/mapfiles.py) and reports it with MapFile,
-and reads its reduce input from the byte ranges RunRanges names.  A file it
+Where map output goes depends on the shuffle mode (shuffle.py: Segment
+messages, or in mode 'paths' one file in the shared folder reported with
+MapFile).  Inputs say what they are: Input (pairs) or MapPaths (files to
+read) for a map task, RunBlocks or RunRanges (byte ranges of shared map
+files) for a reduce task.  A file it
 cannot read or write fails the attempt (retried), naming the path.
 
 A local worker (``python -m octostore.worker``) also exits as soon as its stdin closes:
@@ -32,7 +33,6 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import zstandard
@@ -45,21 +45,18 @@ from ..job import WorkerFunctions, format_user_traceback, unpack_functions
 from ..protocol.channel import SyncChannel
 from ..protocol.handshake import HANDSHAKE_TIMEOUT_S
 from ..protocol.messages import (
-    PYTHON_VERSION, Heartbeat, Hello, Input, InputEnd, MapFile, MapPaths, MapTask, Ready, ReduceTask,
-    Results, RunBlocks, RunRanges, Segment, Refused, Shutdown, TaskDone, TaskFailed, Welcome,
+    PYTHON_VERSION, Heartbeat, Hello, Input, InputEnd, MapPaths, MapTask, Ready, ReduceTask,
+    Results, RunBlocks, RunRanges, Refused, Shutdown, TaskDone, TaskFailed, Welcome,
 )
 from ..protocol.tls import client_context
 from ..settings import WorkerSettings
-from ..stores.mapfiles import MapFileWriter, map_file
 from ..tasks import TaskKind
 from .mapside import MapOutput
 from .reduceside import ReceivedRuns, ReduceFailed, reduce_runs
+from .shuffle import MapOutputSink, map_output_for
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
-
-SEGMENT_BYTES = 8 * 1024 * 1024
-"""Blocks per Segment message: big enough to amortise a frame, small enough to interleave workers."""
 
 PREFETCH_AFTER_BYTES = 256 * 1024
 """After an input message this large, the next is received on a thread while this one is worked on."""
@@ -227,20 +224,11 @@ class Worker:
 
     def run_map_task(self, task: MapTask) -> None:
         self._input_bytes = 0
-        writer, failure = self._open_map_file(task)
-        sent = [0]
-
-        def emit(partition: int, run: int, blocks: list[bytes]) -> None:
-            if writer is not None:  # paths mode: into this attempt's map file
-                writer.add(partition, blocks)
-                return
-            for batch in _batches(blocks, SEGMENT_BYTES):
-                sent[0] += sum(len(b) for b in batch)
-                self.channel.send(Segment(task.task, task.attempt, partition, run, batch))
-
+        sink = map_output_for(self.settings, self.channel, task)
+        failure = self._guard_file(task, sink.open, sink)
         output = MapOutput(
             self.functions, self.settings.partitions, buffer_bytes=self.settings.map_buffer_bytes,
-            block_bytes=self.settings.block_bytes, zstd_level=self.settings.zstd_level, emit=emit,
+            block_bytes=self.settings.block_bytes, zstd_level=self.settings.zstd_level, emit=sink.add,
         )
         for items in self._inputs():
             if failure is None:
@@ -248,36 +236,22 @@ class Worker:
             del items  # not alive while the next batch is received
         if failure is None:
             failure = self._guard(task, TaskKind.MAP, "combinefn", None, output.spill)
-        if failure is None and writer is not None:
-            failure = self._finish_map_file(task, writer)
+        if failure is None:
+            failure = self._guard_file(task, sink.finish, sink)
         if failure is not None:
-            if writer is not None:
-                writer.abort()
+            sink.abort()
             self.channel.send(failure)
             return
         stats = {"records_in": output.records_in, "pairs_out": output.pairs_out, "runs": output.runs,
-                 "bytes_in": self._input_bytes,
-                 "bytes_out": writer.size if writer is not None else sent[0], "peak_rss_bytes": _peak_rss_bytes()}
+                 "bytes_in": self._input_bytes, "bytes_out": sink.bytes_out, "peak_rss_bytes": _peak_rss_bytes()}
         self.channel.send(TaskDone(TaskKind.MAP, task.task, task.attempt, task.epoch, stats), flush=False)  # with Ready
 
-    def _open_map_file(self, task: MapTask) -> tuple[MapFileWriter | None, TaskFailed | None]:
-        """Paths mode: the writer of this attempt's map file; payload mode: (None, None)."""
-        shared_dir = self.settings.shared_dir
-        if not shared_dir:
-            return None, None
-        path = map_file(Path(shared_dir), task.task, task.attempt, task.epoch)
+    def _guard_file(self, task: MapTask, step: Callable[[], None], sink: MapOutputSink) -> TaskFailed | None:
+        """Open or finish the map output; a file that cannot be written fails the attempt."""
         try:
-            return MapFileWriter(path), None
+            step()
         except OSError as e:
-            return None, self._file_failed(task, TaskKind.MAP, f"cannot write map output to {path}", e)
-
-    def _finish_map_file(self, task: MapTask, writer: MapFileWriter) -> TaskFailed | None:
-        """Make the map file durable and tell the coordinator where it is (before TaskDone)."""
-        try:
-            size = writer.finish()
-        except OSError as e:
-            return self._file_failed(task, TaskKind.MAP, f"cannot write map output to {writer.path}", e)
-        self.channel.send(MapFile(task.task, task.attempt, str(writer.path), size, writer.index))
+            return self._file_failed(task, TaskKind.MAP, f"cannot write map output to {sink.where}", e)
         return None
 
     def _map_items(self, task: MapTask, output: MapOutput, items: list[tuple[Any, Any]] | MapPaths) -> TaskFailed | None:
@@ -414,19 +388,6 @@ def _read_settings(welcome: Welcome) -> WorkerSettings:
         return WorkerSettings.from_wire(welcome.settings)
     except ValueError as e:  # a coordinator of another octostore: the version check should have caught it
         raise ProtocolError(str(e)) from None
-
-
-def _batches(blocks: list[bytes], max_bytes: int) -> Iterator[list[bytes]]:
-    batch: list[bytes] = []
-    size = 0
-    for block in blocks:
-        if batch and size + len(block) > max_bytes:
-            yield batch
-            batch, size = [], 0
-        batch.append(block)
-        size += len(block)
-    if batch:
-        yield batch
 
 
 _INPUT_END = object()  # _next_input's answer to InputEnd

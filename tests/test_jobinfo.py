@@ -1,4 +1,4 @@
-"""octostore.inspect on real state stores in tmp_path: list_jobs, job_status, their text, and one real job."""
+"""octostore.jobinfo on real state stores in tmp_path (list_jobs, job_status), cli.show's text of them, and one real job."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from pathlib import Path
 import lmdb
 import pytest
 
+from cli.show import format_duration, format_jobs, format_status, format_time
 from octostore.errors import ConfigError, StoreError
-from octostore.inspect import (DAMAGED, JobStatus, JobSummary, format_duration, format_jobs, format_status,
-                               format_time, job_status, list_jobs)
+from octostore.jobinfo import DAMAGED, JobStatus, JobSummary, job_status, list_jobs
 from octostore.stores.state import StateStore
 
 from .conftest import JOBS, WAIT_S, Running, octo, start_octo

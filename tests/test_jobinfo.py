@@ -334,6 +334,10 @@ def test_a_submitted_job_is_done_with_every_task(home: Path) -> None:
                                      "reduce": {"PENDING": 0, "DONE": summary.reduce_total, "FAILED": 0}}
     assert (status.live, status.is_running) == (None, False)  # the coordinator removed status.json on exit
     assert format_status(status).splitlines()[5] == "coordinator: not running"
+    listed = octo(home, "jobs")  # the commands print cli.show's text of the same data
+    assert (listed.returncode, listed.stdout) == (0, format_jobs([summary]) + "\n")
+    shown = octo(home, "status", "j1")
+    assert (shown.returncode, shown.stdout) == (0, format_status(status) + "\n")
 
 
 def test_a_failed_job_shows_the_users_traceback(home: Path) -> None:

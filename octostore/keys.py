@@ -77,7 +77,8 @@ machine): ``encode_key("word-12345")`` 0.21 us, ``encode_key(123456)`` 0.43 us,
 ``encode_key(1.5)`` 1.0 us, ``encode_key(("doc", 7))`` 1.4 us. str and int take
 the fast paths at the top of encode_key; everything else walks the key once.
 
-This module imports nothing from octostore: it is a leaf, like errors.py.
+From octostore this module imports only errors.py (``UnsupportedKeyError``), a leaf
+like itself.
 """
 
 from __future__ import annotations
@@ -89,7 +90,9 @@ from itertools import repeat
 from operator import itemgetter
 from typing import Callable
 
-# -- vocabulary: tags, headers, the error -------------------------------------
+from .errors import UnsupportedKeyError
+
+# -- vocabulary: tags, headers, the error's text ------------------------------
 
 _NONE = b"\x05"
 _NUMBER = b"\x10"
@@ -127,16 +130,6 @@ _HINTS = {
     "frozenset": "use a sorted tuple instead: tuple(sorted(key))",
     "dict": "use a tuple of its sorted items instead: tuple(sorted(key.items()))",
 }
-
-
-class UnsupportedKeyError(TypeError):
-    """Raised by encode_key when a key (or a part of a tuple key) has a type
-    or size that octostore cannot encode."""
-
-    def __init__(self, message: str, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
 
 
 def _unsupported_type(key: object) -> UnsupportedKeyError:

@@ -13,7 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from octostore.keys import UnsupportedKeyError, decode_key, decode_keys, encode_key, encode_keys, partition_of
+from octostore.errors import UnsupportedKeyError
+from octostore.keys import decode_key, decode_keys, encode_key, encode_keys, partition_of
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SUPPORTED = "keys must be None, bool, int, float, str, bytes or tuples of these"

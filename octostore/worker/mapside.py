@@ -41,9 +41,9 @@ from operator import is_, itemgetter
 from typing import Any
 
 from ..blocks import Record, pack_blocks
-from ..errors import JobError
+from ..errors import JobError, UnsupportedKeyError
 from ..job import NO_ITEM, WorkerFunctions, describe_bad_pairs, pair_hint
-from ..keys import UnsupportedKeyError, encode_key, encode_keys
+from ..keys import encode_key, encode_keys
 from .values import MAX_VALUES_PER_RECORD, pack_list, pack_repeated
 
 try:

@@ -26,6 +26,8 @@ from octostore.errors import OctoError, UserCodeError
 from octostore.home import read_secret
 from octostore.settings import SETTINGS, Boolean, Choice, Flag, Int, Kind, PathTo, Seconds, Setting
 
+from .show import format_jobs, format_status
+
 log = logging.getLogger("octo")
 
 
@@ -250,14 +252,14 @@ def cancel(job_id: str, wait_s: float) -> None:
 def jobs() -> None:
     """List every job: id, state, started, duration, tasks done/total."""
     found = _run(api.list_jobs, _home())
-    click.echo(api.format_jobs(found) if found else f"no jobs under {_home() / 'jobs'}")
+    click.echo(format_jobs(found) if found else f"no jobs under {_home() / 'jobs'}")
 
 
 @octo.command()
 @click.argument("job_id")
 def status(job_id: str) -> None:
     """Show a job's phase, tasks by state, attempts, workers, failures and bytes moved."""
-    click.echo(api.format_status(_run(api.job_status, _home(), job_id)))
+    click.echo(format_status(_run(api.job_status, _home(), job_id)))
 
 
 @octo.command()

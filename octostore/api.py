@@ -21,7 +21,7 @@ from .config import Config
 from .coordinator.resume import stored_meta
 from .coordinator.submit import JobReport, Launch, resume_job, submit_job
 from .home import load_or_create_secret, read_secret, require_job
-from .inspect import format_jobs, format_status, job_status, list_jobs
+from .jobinfo import job_status, list_jobs
 from .config_file import load_config_file
 from .launch.group import WorkerGroup
 from .launch.hosts import Host, parse_hosts, read_hosts
@@ -91,8 +91,7 @@ def cancel(home: Path, job_id: str, *, wait_s: float = 30.0) -> None:
         time.sleep(0.1)
 
 
-__all__ = ["submit", "resume", "cancel", "work", "results", "list_jobs", "job_status", "format_jobs",
-           "format_status", "JobReport"]
+__all__ = ["submit", "resume", "cancel", "work", "results", "list_jobs", "job_status", "JobReport"]
 
 
 def ssh_launch(hosts_file: Path, coordinator: tuple[str, int], secret_file: Path, *,

@@ -6,9 +6,17 @@ on a second line.  The CLI prints ``octo: error: <first line>`` and
 ``hint: <hint>`` and picks the exit code from the class: 2 for mistakes caught
 before anything ran (``UsageError`` and its children), 1 for a job that ran
 and failed (``JobFailed``).
+
+Two classes here are not ``OctoError``s, because they never reach a user as
+they are: ``UnsupportedKeyError`` is a ``TypeError`` (a key of the wrong type
+is one), which the map side turns into a ``JobError`` naming the key, and
+``ReduceFailed`` carries reducefn's own exception to the worker, which reports
+it as the attempt's failure.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class OctoError(Exception):
@@ -34,6 +42,10 @@ class ConfigError(UsageError):
 
 class JobError(UsageError):
     """Raised when the job file breaks the contract (missing names, bad source, bad pairs)."""
+
+
+class HostUnusable(UsageError):
+    """Raised by launch.ssh for one host that cannot run workers (unreachable, bad host key, wrong versions)."""
 
 
 class UserCodeError(OctoError):
@@ -75,3 +87,21 @@ class DiskFull(OctoError):
 
 class OctostoreInternalError(OctoError):
     """Our bug, not yours: please report it with the traceback."""
+
+
+class UnsupportedKeyError(TypeError):
+    """Raised by keys.encode_key when a key, or a part of a tuple key, has a type or size it cannot encode."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class ReduceFailed(Exception):
+    """Raised by worker.reduceside.reduce_runs when reducefn raises; carries the key and reducefn's exception."""
+
+    def __init__(self, key: Any, cause: BaseException) -> None:
+        super().__init__(key)
+        self.key = key
+        self.cause = cause

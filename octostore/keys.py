@@ -4,8 +4,8 @@ Design note
 -----------
 ``encode_key`` turns each key a mapfn emits into bytes once. After that,
 octostore only handles those bytes: map buffers group on them, workers sort
-runs by them, the reduce-side merge compares them, and ``partition_of`` hashes
-them. So plain byte comparison has to give Python's own semantics:
+runs by them, the reduce-side merge compares them, and ``encode_and_partition``
+hashes them. So plain byte comparison has to give Python's own semantics:
 
 * ``a == b``  if and only if  ``encode_key(a) == encode_key(b)``  (NaN aside, below);
 * ``a < b``   if and only if  ``encode_key(a) < encode_key(b)``, for every pair
@@ -77,7 +77,8 @@ machine): ``encode_key("word-12345")`` 0.21 us, ``encode_key(123456)`` 0.43 us,
 ``encode_key(1.5)`` 1.0 us, ``encode_key(("doc", 7))`` 1.4 us. str and int take
 the fast paths at the top of encode_key; everything else walks the key once.
 
-This module imports nothing from octostore: it is a leaf, like errors.py.
+From octostore this module imports only errors.py (``UnsupportedKeyError``), a leaf
+like itself.
 """
 
 from __future__ import annotations
@@ -89,7 +90,9 @@ from itertools import repeat
 from operator import itemgetter
 from typing import Callable
 
-# -- vocabulary: tags, headers, the error -------------------------------------
+from .errors import UnsupportedKeyError
+
+# -- vocabulary: tags, headers, the error's text ------------------------------
 
 _NONE = b"\x05"
 _NUMBER = b"\x10"
@@ -127,16 +130,6 @@ _HINTS = {
     "frozenset": "use a sorted tuple instead: tuple(sorted(key))",
     "dict": "use a tuple of its sorted items instead: tuple(sorted(key.items()))",
 }
-
-
-class UnsupportedKeyError(TypeError):
-    """Raised by encode_key when a key (or a part of a tuple key) has a type
-    or size that octostore cannot encode."""
-
-    def __init__(self, message: str, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
 
 
 def _unsupported_type(key: object) -> UnsupportedKeyError:
@@ -400,11 +393,16 @@ _DECODERS: dict[int, Callable[[bytes, int], tuple[object, int]]] = {
 # -- partitioning -------------------------------------------------------------
 
 
-def partition_of(key_enc: bytes, partitions: int) -> int:
-    """Return the reduce partition, in range(partitions), that owns the encoded key.
+def encode_and_partition(keys: list[object], partitions: int) -> tuple[list[bytes], list[int]]:
+    """Return each key's encoding (as ``encode_keys``) and the partition, in range(partitions), that owns it.
 
-    Every process, host and Python version gives the same answer: this is
-    CRC-32 of the encoding, never the builtin hash(), which PYTHONHASHSEED
-    randomizes per process. partitions must be at least 1.
+    The partition rule, written here only: CRC-32 of the encoding, modulo
+    partitions.  Every process, host and Python version gives the same
+    answer, unlike the builtin hash(), which PYTHONHASHSEED randomizes per
+    process.  In bulk, as a map spill needs it (one call per spill, C loops
+    over every distinct key); worker/_buckets.c is its compiled twin for
+    plain str keys (tests/test_mapside.py compares the two).  Raises
+    UnsupportedKeyError as encode_key does; partitions must be at least 1.
     """
-    return zlib.crc32(key_enc) % partitions
+    encoded = encode_keys(keys)
+    return encoded, list(map(int.__mod__, map(zlib.crc32, encoded), repeat(partitions)))

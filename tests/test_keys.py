@@ -13,7 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from octostore.keys import UnsupportedKeyError, decode_key, decode_keys, encode_key, encode_keys, partition_of
+from octostore.errors import UnsupportedKeyError
+from octostore.keys import decode_key, decode_keys, encode_and_partition, encode_key, encode_keys
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SUPPORTED = "keys must be None, bool, int, float, str, bytes or tuples of these"
@@ -124,9 +125,13 @@ def test_sorting_by_encoding_groups_types_in_tag_order(keys: list[object]) -> No
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.binary(max_size=64), st.integers(1, 10_000))
-def test_partition_of_is_in_range(key_enc: bytes, partitions: int) -> None:
-    assert 0 <= partition_of(key_enc, partitions) < partitions
+@given(st.lists(patterns(2).flatmap(values_of), max_size=12), st.integers(1, 10_000))
+def test_encode_and_partition_gives_encode_key_and_partitions_in_range(keys: list[object], partitions: int) -> None:
+    encoded, owners = encode_and_partition(keys, partitions)
+    assert encoded == [encode_key(k) for k in keys]
+    assert len(owners) == len(keys) and all(0 <= p < partitions for p in owners)
+    by_encoding = dict(zip(encoded, owners))
+    assert [by_encoding[e] for e in encoded] == owners  # equal keys (1, 1.0, True; every NaN) share a partition
 
 
 # -- numbers ------------------------------------------------------------------
@@ -180,7 +185,9 @@ def test_format_is_pinned() -> None:
     assert encode_key("a\x00") == b"\x30a\x00\xff\x00"
     assert encode_key(b"\xff") == b"\x40\xff\x00"
     assert encode_key((1, "")) == b"\x50\x10\x81\x01\x00\x30\x00\x00"
-    assert partition_of(encode_key("apple"), 1000) == partition_of(b"\x30apple\x00", 1000)
+    # The partition rule: CRC-32 of the encoding, modulo the partitions (zlib.crc32(b"\x30apple\x00") == 1024281382).
+    assert encode_and_partition(["apple", 1, None], 1000) == ([b"\x30apple\x00", b"\x10\x81\x01\x00", b"\x05"],
+                                                             [382, 565, 650])
 
 
 # -- str, bytes, tuples, cross-type -------------------------------------------
@@ -235,9 +242,9 @@ def test_decode_refuses_bytes_that_are_not_a_key() -> None:
 STABLE_KEYS = ["apple", 42, ("doc", 7), b"\x00raw", None, 1.5, -(2**900)]
 CHILD = """
 import json
-from octostore.keys import encode_key, partition_of
+from octostore.keys import encode_and_partition
 keys = {keys!r}
-print(json.dumps({{"parts": [partition_of(encode_key(k), 13) for k in keys], "hash": hash("apple")}}))
+print(json.dumps({{"parts": encode_and_partition(keys, 13)[1], "hash": hash("apple")}}))
 """
 
 
@@ -251,8 +258,8 @@ def partitions_in_child(hash_seed: str) -> dict[str, object]:
     return result
 
 
-def test_partition_of_is_stable_across_processes() -> None:
-    here = [partition_of(encode_key(k), 13) for k in STABLE_KEYS]
+def test_partitions_are_stable_across_processes() -> None:
+    here = encode_and_partition(STABLE_KEYS, 13)[1]
     first, second = partitions_in_child("1"), partitions_in_child("2")
     assert first["hash"] != second["hash"]  # the seeds do change the builtin hash()
     assert first["parts"] == second["parts"] == here
@@ -298,8 +305,8 @@ def test_partitions_are_balanced() -> None:
     """CRC-32 of the encodings spreads word-like keys evenly (within 5% of the mean here)."""
     partitions = 8
     counts = [0] * partitions
-    for i in range(80_000):
-        counts[partition_of(encode_key(f"w{i:x}"), partitions)] += 1
+    for p in encode_and_partition([f"w{i:x}" for i in range(80_000)], partitions)[1]:
+        counts[p] += 1
     mean = 80_000 / partitions
     assert max(abs(c - mean) for c in counts) < 0.05 * mean, counts
 

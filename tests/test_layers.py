@@ -12,7 +12,7 @@ LAYERS = {
     "cli": 5,
     "octostore.api": 4,
     "octostore.coordinator": 3, "octostore.worker": 3, "octostore.launch": 3, "octostore.config_file": 3,
-    "octostore.stores": 2, "octostore.protocol": 2, "octostore.job": 2, "octostore.progress": 2, "octostore.inspect": 2,
+    "octostore.stores": 2, "octostore.protocol": 2, "octostore.job": 2, "octostore.progress": 2, "octostore.jobinfo": 2,
     "octostore.blocks": 1, "octostore.keys": 1, "octostore.config": 1, "octostore.settings": 1, "octostore.errors": 1,
     "octostore.home": 1, "octostore.failpoints": 1, "octostore": 1,
 }

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from octostore.blocks import unpack_block
 from octostore.errors import JobError
 from octostore.job import WorkerFunctions
-from octostore.keys import decode_key, partition_of
+from octostore.keys import decode_key, encode_and_partition
 from octostore.worker import mapside
 from octostore.worker.values import unpack_values
 
@@ -49,7 +49,7 @@ def run_map(pairs_of: Callable[[Any, Any], Iterator[Any]], records: list[tuple[A
     def emit(partition: int, run: int, blocks: list[bytes]) -> None:
         for block in blocks:
             for key_enc, count, payload in unpack_block(block):
-                assert partition_of(key_enc, PARTITIONS) == partition
+                assert encode_and_partition([decode_key(key_enc)], PARTITIONS) == ([key_enc], [partition])
                 values = spilled.setdefault(decode_key(key_enc), Counter())
                 values.update(map(repr, unpack_values(count, payload)))
 
@@ -270,8 +270,23 @@ class TestKeyCounts:
             mapside.KeyCounts("an argument")
 
 
+def placements(buckets: list[list[tuple[bytes, int, bytes]]]) -> dict[int, tuple[bytes, int]]:
+    """{row: (encoded key, partition)} of bucket_str_records' output, whose counts column held the row numbers."""
+    return {row: (encoded, partition) for partition, bucket in enumerate(buckets) for encoded, row, _ in bucket}
+
+
+def is_left_to_python(key: str) -> bool:
+    """A key bucket_str_records refuses: it holds a NUL or a lone surrogate (not strict UTF-8)."""
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return "\x00" in key
+
+
 class TestBucketStrRecords:
-    """The compiled spill of str keys against the Python one (MapOutput._buckets), row for row."""
+    """The compiled spill of str keys against the Python one (MapOutput._buckets) and against
+    keys.encode_and_partition, the rule it is the compiled twin of, row for row."""
 
     @pytest.fixture
     def bucket(self) -> Any:
@@ -301,6 +316,25 @@ class TestBucketStrRecords:
     def test_none_for_keys_it_leaves_to_python(self, bucket: Any, odd: Any) -> None:
         keys = ["a", "b", odd, "c"]
         assert bucket(keys, [1] * 4, [b""] * 4, 3) is None
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(st.text(max_size=12), max_size=300), st.integers(1, 64))
+    def test_the_twin_of_encode_and_partition(self, keys: list[str], partitions: int) -> None:
+        """Every row lands, encoded the same, in the partition keys.py's rule names; None only for the odd keys."""
+        if mapside.bucket_str_records is None:
+            pytest.skip("not built")
+        got = mapside.bucket_str_records(keys, list(range(len(keys))), [b""] * len(keys), partitions)
+        assert (got is None) == any(map(is_left_to_python, keys))
+        if got is not None:
+            assert placements(got) == dict(enumerate(zip(*encode_and_partition(keys, partitions))))
+
+    @pytest.mark.parametrize("partitions", [1, 7, 1000])
+    def test_the_twin_of_encode_and_partition_on_many_random_keys(self, bucket: Any, partitions: int) -> None:
+        rng = random.Random(partitions)
+        alphabet = [chr(c) for c in [*range(1, 0xD800), *range(0xE000, 0x110000)] if c % 97 == 0] + list("abcxyz")
+        keys = ["".join(rng.choices(alphabet, k=rng.randint(0, 16))) for _ in range(50_000)]
+        got = bucket(keys, list(range(len(keys))), [b""] * len(keys), partitions)
+        assert placements(got) == dict(enumerate(zip(*encode_and_partition(keys, partitions))))
 
     def test_crc32_is_zlibs(self, bucket: Any) -> None:
         from octostore.worker._buckets import crc32

@@ -42,7 +42,7 @@ from pathlib import Path
 import paramiko
 
 from .. import __version__
-from ..errors import UsageError
+from ..errors import HostUnusable
 from ..protocol.messages import PYTHON_VERSION
 from .hosts import Host
 
@@ -52,10 +52,6 @@ CONNECT_TIMEOUT_S = 10.0
 """Seconds to reach a host's sshd and authenticate before it counts as unreachable."""
 
 _VERSION_PROBE = "import sys, octostore; print(octostore.__version__, '%d.%d' % sys.version_info[:2])"
-
-
-class HostUnusable(UsageError):
-    """Raised for one host that cannot run workers (unreachable, bad key, wrong versions)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,5 +225,4 @@ def advertised_address(bind: str, port: int) -> tuple[str, int]:
     return (socket.getfqdn() if bind in ("0.0.0.0", "::", "") else bind), port
 
 
-__all__ = ["SshWorkers", "SshOptions", "HostUnusable", "connect", "check_versions", "fingerprint",
-           "advertised_address"]
+__all__ = ["SshWorkers", "SshOptions", "connect", "check_versions", "fingerprint", "advertised_address"]

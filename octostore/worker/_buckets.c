@@ -6,11 +6,12 @@
 
    For row i, the record (encode_key(keys[i]), counts[i], payloads[i]) goes to
    buckets[crc32(encoding) % partitions], and each bucket is sorted by encoded
-   key, rows of equal keys in row order: exactly what keys.encode_key,
-   keys.partition_of and a stable sort give (tests/test_mapside.py compares
-   them).  A str key's encoding is 0x30, its UTF-8, 0x00 (keys.py).  None
-   when a key is not a plain str, holds a NUL (escaped in the encoding) or a
-   lone surrogate (not strict UTF-8): the caller then takes the general path.
+   key, rows of equal keys in row order: exactly what
+   keys.encode_and_partition (which owns the rule) and a stable sort give
+   (tests/test_mapside.py compares them).  A str key's encoding is 0x30, its
+   UTF-8, 0x00 (keys.py).  None when a key is not a plain str, holds a NUL
+   (escaped in the encoding) or a lone surrogate (not strict UTF-8): the
+   caller then takes the general path.
 
    Why compiled: a word count spill has ~160 k distinct keys; in Python,
    encoding them in bulk, hashing, bucketing and sorting costs ~1.5 us a key

@@ -17,11 +17,13 @@ chunks and ``Counter``: the same records, and on 4 word count files 0.82 s
 of map side instead of 0.53 s.
 
 When the buffer's estimated size passes ``buffer_bytes`` it is *spilled*: each
-distinct key is encoded (``keys.encode_key``) and partitioned by a stable hash
-of its encoding, each partition's records are sorted by encoded key (for
-plain str keys all three in ``_buckets.c``), packed into ~128 KiB zstd blocks
-and handed to ``emit`` (which streams them to the coordinator).  Memory is bounded by the buffer whatever the input size; a
-task may produce several runs.  The size is an estimate, refreshed per chunk
+distinct key is encoded and partitioned by a stable hash of its encoding
+(``keys.encode_and_partition``, unless the job has a ``partitionfn``), each
+partition's records are sorted by encoded key (for plain str keys all three in
+``_buckets.c``, the compiled twin of keys.py's rule), packed into ~128 KiB
+zstd blocks and handed to ``emit`` (which streams them to the coordinator).
+Memory is bounded by the buffer whatever the input size; a task may produce
+several runs.  The size is an estimate, refreshed per chunk
 from a sample, because measuring every pair would cost as much as grouping.
 
 Grouping happens on the Python key, so keys Python considers equal (``1``,
@@ -33,7 +35,6 @@ neighbouring records of one key.
 from __future__ import annotations
 
 import sys
-import zlib
 from collections import Counter, _count_elements  # type: ignore[attr-defined]
 from collections.abc import Callable
 from itertools import groupby, islice, repeat
@@ -41,9 +42,9 @@ from operator import is_, itemgetter
 from typing import Any
 
 from ..blocks import Record, pack_blocks
-from ..errors import JobError
+from ..errors import JobError, UnsupportedKeyError
 from ..job import NO_ITEM, WorkerFunctions, describe_bad_pairs, pair_hint
-from ..keys import UnsupportedKeyError, encode_key, encode_keys
+from ..keys import encode_and_partition, encode_key, encode_keys
 from .values import MAX_VALUES_PER_RECORD, pack_list, pack_repeated
 
 try:
@@ -208,12 +209,12 @@ class MapOutput:
         mostly in C loops: one spill of 127 k distinct keys went from 0.81 s to
         ~0.25 s (cProfile).  _buckets.c does the same for str keys in under half that
         (163 k keys: 0.11-0.12 s against 0.24-0.30 s here)."""
-        encoded = self._encode_all(keys)
+        encoded, owners = self._encode_and_partition(keys)
         combining = self.functions.combinefn is not None
         rows = zip(encoded, counts, payloads, keys) if combining else zip(encoded, counts, payloads)
         buckets: list[list[Any]] = [[] for _ in range(self.partitions)]
         appenders = [bucket.append for bucket in buckets]
-        for partition, row in zip(self._partition_all(keys, encoded), rows):  # ~70 ns a key
+        for partition, row in zip(owners, rows):  # ~70 ns a key
             appenders[partition](row)
         for records in buckets:
             records.sort(key=_first)
@@ -237,20 +238,19 @@ class MapOutput:
                 payloads.append(values[start : start + step] if combining else pack_list(values[start : start + step]))
         return keys, counts, payloads
 
-    def _encode_all(self, keys: list[Any]) -> list[bytes]:
+    def _encode_and_partition(self, keys: list[Any]) -> tuple[list[bytes], list[int]]:
+        """Each key's encoding and the partition that owns it: keys.py's rule, or the job's partitionfn."""
         try:
-            return encode_keys(keys)
+            if self.functions.partitionfn is None:
+                return encode_and_partition(keys, self.partitions)
+            encoded = encode_keys(keys)
         except UnsupportedKeyError as e:
             bad = next(k for k in keys if not _encodes(k))
             raise JobError(f"{self.functions.job_name}: mapfn yielded the key {bad!r:.60}: {e}",
                            e.hint or "use a str, number, bytes or a tuple of these as the key") from None
+        return encoded, [self._partition(k) for k in keys]
 
-    def _partition_all(self, keys: list[Any], encoded: list[bytes]) -> list[int]:
-        if self.functions.partitionfn is None:
-            return list(map(int.__mod__, map(zlib.crc32, encoded), repeat(self.partitions)))
-        return [self._partition(k, e) for k, e in zip(keys, encoded)]
-
-    def _partition(self, k: Any, encoded: bytes) -> int:
+    def _partition(self, k: Any) -> int:
         assert self.functions.partitionfn is not None
         p = self.functions.partitionfn(k, self.partitions)
         if not isinstance(p, int) or not 0 <= p < self.partitions:

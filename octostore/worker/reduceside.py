@@ -20,7 +20,7 @@ from operator import itemgetter, ne
 from typing import IO, Any
 
 from ..blocks import Record, merge_blocks, pack_blocks
-from ..errors import JobError
+from ..errors import JobError, ReduceFailed
 from ..job import WorkerFunctions, result_value
 from ..keys import decode_keys
 from .values import Values
@@ -135,15 +135,6 @@ def group_values(batches: Iterable[list[Record]],
     if current is not None:
         yield current, key, values
         values.close()
-
-
-class ReduceFailed(Exception):
-    """reducefn raised on a key; carries the key for the message."""
-
-    def __init__(self, key: Any, cause: BaseException) -> None:
-        super().__init__(key)
-        self.key = key
-        self.cause = cause
 
 
 def reduce_runs(functions: WorkerFunctions, runs: list[Iterator[bytes]], *, block_bytes: int, zstd_level: int,

@@ -1,4 +1,4 @@
-"""octostore.inspect on real state stores in tmp_path: list_jobs, job_status, their text, and one real job."""
+"""octostore.jobinfo on real state stores in tmp_path (list_jobs, job_status), cli.show's text of them, and one real job."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from pathlib import Path
 import lmdb
 import pytest
 
+from cli.show import format_duration, format_jobs, format_status, format_time
 from octostore.errors import ConfigError, StoreError
-from octostore.inspect import (DAMAGED, JobStatus, JobSummary, format_duration, format_jobs, format_status,
-                               format_time, job_status, list_jobs)
+from octostore.jobinfo import DAMAGED, JobStatus, JobSummary, job_status, list_jobs
 from octostore.stores.state import StateStore
 
 from .conftest import JOBS, WAIT_S, Running, octo, start_octo
@@ -334,6 +334,10 @@ def test_a_submitted_job_is_done_with_every_task(home: Path) -> None:
                                      "reduce": {"PENDING": 0, "DONE": summary.reduce_total, "FAILED": 0}}
     assert (status.live, status.is_running) == (None, False)  # the coordinator removed status.json on exit
     assert format_status(status).splitlines()[5] == "coordinator: not running"
+    listed = octo(home, "jobs")  # the commands print cli.show's text of the same data
+    assert (listed.returncode, listed.stdout) == (0, format_jobs([summary]) + "\n")
+    shown = octo(home, "status", "j1")
+    assert (shown.returncode, shown.stdout) == (0, format_status(status) + "\n")
 
 
 def test_a_failed_job_shows_the_users_traceback(home: Path) -> None:

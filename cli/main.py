@@ -217,7 +217,8 @@ def client(address: str, secret_file: Path | None, wait_s: float, tls_ca: str | 
               help="Add unknown (never changed) host keys to known_hosts, printing their fingerprints.")
 @click.option("--known-hosts", help="known_hosts file (default: ~/.ssh/known_hosts).")
 @click.option("--ssh-config", help="OpenSSH client config (default: ~/.ssh/config).")
-@click.option("--tls-ca", help="Workers use TLS, verifying the server against this CA file: the same path on every host.")
+@click.option("--tls-ca",
+              help="Workers use TLS, verifying the server against this CA file: the same path on every host.")
 def ssh_launch(hosts_file: Path, coordinator: str, secret_file: Path | None, accept_new_host_keys: bool,
                known_hosts: str | None, ssh_config: str | None, tls_ca: str | None) -> None:
     """Start workers over SSH on every host of HOSTS_FILE for a running `octo server`."""

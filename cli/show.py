@@ -60,7 +60,8 @@ def _tasks_line(kind: str, done: int, total: int, by_state: dict[str, int]) -> s
 
 def _coordinator_lines(status: JobStatus) -> list[str]:
     live = status.live
-    moved = [f"bytes moved: {format_bytes(status.moved[0])} in, {format_bytes(status.moved[1])} out"] if status.moved else []
+    moved = ([f"bytes moved: {format_bytes(status.moved[0])} in, {format_bytes(status.moved[1])} out"]
+             if status.moved else [])
     if live is None:
         return ["coordinator: not running", *moved]
     seen = f"pid {live['pid']} on {live['host']}, updated {format_time(live['updated_at'])}"

@@ -18,20 +18,20 @@ from typing import TYPE_CHECKING, Any
 
 from . import failpoints
 from .config import Config
+from .config_file import load_config_file
 from .coordinator.resume import stored_meta
 from .coordinator.submit import JobReport, Launch, resume_job, submit_job
+from .errors import JobFailed, StoreError, UsageError
 from .home import load_or_create_secret, read_secret, require_job
 from .jobinfo import job_status, list_jobs
-from .config_file import load_config_file
 from .launch.group import WorkerGroup
 from .launch.hosts import Host, parse_hosts, read_hosts
 from .launch.local import start_local_workers
 from .protocol.tls import server_context
 from .settings import check_paths_exist
-from .stores.results import iter_results
 from .stores.lock import is_locked, read_holder
+from .stores.results import iter_results
 from .stores.segments import SegmentStore
-from .errors import JobFailed, StoreError, UsageError
 from .stores.state import JobState, StateStore
 from .worker.main import run_worker
 

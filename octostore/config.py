@@ -16,8 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError
-from .settings import (DEFAULT_PORT, INITIAL_MAP_SIZE_BYTES, MAX_FRAME_BYTES, MEMORY_BUDGET_BYTES,
-                       MIN_MEMORY_BUDGET_BYTES, SETTINGS, Settings, WorkerSettings)
+from .settings import (
+    DEFAULT_PORT,
+    INITIAL_MAP_SIZE_BYTES,
+    MAX_FRAME_BYTES,
+    MEMORY_BUDGET_BYTES,
+    MIN_MEMORY_BUDGET_BYTES,
+    SETTINGS,
+    Settings,
+    WorkerSettings,
+)
 
 __all__ = ["DEFAULT_PORT", "INITIAL_MAP_SIZE_BYTES", "MAX_FRAME_BYTES", "MEMORY_BUDGET_BYTES",
            "MIN_MEMORY_BUDGET_BYTES", "DEFAULT_PARTITIONS", "MAP_TASKS_PER_WORKER", "MIN_MAP_TASKS", "MemoryPlan",

@@ -51,8 +51,15 @@ import yaml
 
 from .config import read_user_file
 from .errors import ConfigError
-from .launch.hosts import (DEFAULT_PYTHON, DEFAULT_SLOTS, Host, host_entries, parse_host_line, read_host_text,
-                           unique_hosts)
+from .launch.hosts import (
+    DEFAULT_PYTHON,
+    DEFAULT_SLOTS,
+    Host,
+    host_entries,
+    parse_host_line,
+    read_host_text,
+    unique_hosts,
+)
 from .settings import BY_NAME, RULES, SETTINGS, Int, Kind, PathTo, Rule, Text, describe
 
 

@@ -65,6 +65,10 @@ class JobFailed(OctoError):
     """Raised by the coordinator when a job cannot finish; carries the cause's text."""
 
 
+class JobCancelled(OctoError):
+    """Raised by the coordinator when `octo cancel` (SIGTERM) stopped the job; it can be resumed."""
+
+
 class ProtocolError(OctoError):
     """Raised at the protocol boundary when a peer sends a frame or message we refuse."""
 

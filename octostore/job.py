@@ -87,7 +87,8 @@ def load_job(path: Path, text: str | None = None) -> Job:
         )
     for name in ("mapfn", "reducefn", "final", "combinefn", "partitionfn"):
         if names.get(name) is not None and not callable(names[name]):
-            raise JobError(f"{path}: {name} is {_a(type(names[name]).__name__)}, not a function", _DEFINE_HINTS.get(name))
+            raise JobError(f"{path}: {name} is {_a(type(names[name]).__name__)}, not a function",
+                           _DEFINE_HINTS.get(name))
     check_source(path, names["source"])
     partitions = names.get("partitions")
     if partitions is not None and (not isinstance(partitions, int) or isinstance(partitions, bool) or partitions < 1):

@@ -86,9 +86,9 @@ from __future__ import annotations
 import math
 import struct
 import zlib
+from collections.abc import Callable
 from itertools import repeat
 from operator import itemgetter
-from typing import Callable
 
 from .errors import UnsupportedKeyError
 

@@ -12,11 +12,11 @@ import zstandard
 
 from octostore import blocks
 from octostore.blocks import (
-    merge_blocks,
     BLOCK_BYTES,
     Record,
     group_records,
     iter_run,
+    merge_blocks,
     merge_runs,
     pack_blocks,
     unpack_block,

@@ -18,7 +18,13 @@ import msgpack
 
 from octostore.protocol.channel import AsyncChannel, SyncChannel
 from octostore.protocol.messages import (
-    OUT_OF_LINE_BYTES, Input, InputEnd, RunBlocks, Segment, decode_message, encode_message_parts,
+    OUT_OF_LINE_BYTES,
+    Input,
+    InputEnd,
+    RunBlocks,
+    Segment,
+    decode_message,
+    encode_message_parts,
 )
 
 SECRET = os.urandom(32)

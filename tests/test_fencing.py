@@ -41,10 +41,18 @@ from octostore.errors import ConnectionLost
 from octostore.job import unpack_functions
 from octostore.protocol.channel import SyncChannel
 from octostore.protocol.frames import HEADER_BYTES, MAC_BYTES
-from octostore.tasks import TaskKind
 from octostore.protocol.messages import (
-    PYTHON_VERSION, Hello, Input, InputEnd, MapTask, Ready, Segment, TaskDone, Welcome,
+    PYTHON_VERSION,
+    Hello,
+    Input,
+    InputEnd,
+    MapTask,
+    Ready,
+    Segment,
+    TaskDone,
+    Welcome,
 )
+from octostore.tasks import TaskKind
 from octostore.worker.mapside import MapOutput
 
 from . import oracle

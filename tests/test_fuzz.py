@@ -51,17 +51,37 @@ from octostore import __version__
 from octostore.config import MAX_FRAME_BYTES
 from octostore.protocol.frames import MAC_BYTES, Sealer
 from octostore.protocol.handshake import (
-    COORDINATOR_TO_WORKER, HANDSHAKE_MAX_BYTES, HANDSHAKE_TIMEOUT_S, MAGIC, WORKER_TO_COORDINATOR, connect_handshake,
+    COORDINATOR_TO_WORKER,
+    HANDSHAKE_MAX_BYTES,
+    HANDSHAKE_TIMEOUT_S,
+    MAGIC,
+    WORKER_TO_COORDINATOR,
+    connect_handshake,
+)
+from octostore.protocol.messages import (
+    PYTHON_VERSION,
+    Hello,
+    Input,
+    Ready,
+    Results,
+    Segment,
+    TaskDone,
+    TaskFailed,
+    Welcome,
+    encode_message,
 )
 from octostore.tasks import TaskKind
-from octostore.protocol.messages import (
-    PYTHON_VERSION, Hello, Input, Ready, Results, Segment, TaskDone, TaskFailed, Welcome, encode_message,
-)
 
 from . import oracle
 from .conftest import JOBS, Running, start_server
 from .test_security import (
-    _Touch, finish_with_a_good_client, frame, read_raw_frame, sealed, send_quietly, wait_until_hung_up,
+    _Touch,
+    finish_with_a_good_client,
+    frame,
+    read_raw_frame,
+    sealed,
+    send_quietly,
+    wait_until_hung_up,
 )
 
 JOB = JOBS / "wordcount_dict.py"

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from octostore.config import Config
-from octostore.settings import check_paths_exist
 from octostore.errors import ConfigError
 from octostore.files import FileSource, files, read_file
 from octostore.home import job_paths
+from octostore.settings import check_paths_exist
 from octostore.stores.mapfiles import MapFileWriter, check_map_file, map_file, remove_attempt, remove_unreferenced
 from octostore.stores.state import StateStore, TaskState
 

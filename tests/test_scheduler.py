@@ -16,9 +16,32 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from octostore.coordinator.scheduler import (
-    MAX_RESPAWNS_PER_WORKER, Abort, Action, Assign, AttemptCommitted, AttemptFailed, AttemptFinished, Commit,
-    Discard, DiscardReason, Dismiss, EnterPhase, Event, Halt, Heard, LoseWorker, Phase, RecordFailure, Scheduler,
-    StartWorkers, Tick, Warn, WorkerExited, WorkerJoined, WorkerLost, WorkerReady,
+    MAX_RESPAWNS_PER_WORKER,
+    Abort,
+    Action,
+    Assign,
+    AttemptCommitted,
+    AttemptFailed,
+    AttemptFinished,
+    Commit,
+    Discard,
+    DiscardReason,
+    Dismiss,
+    EnterPhase,
+    Event,
+    Halt,
+    Heard,
+    LoseWorker,
+    Phase,
+    RecordFailure,
+    Scheduler,
+    StartWorkers,
+    Tick,
+    Warn,
+    WorkerExited,
+    WorkerJoined,
+    WorkerLost,
+    WorkerReady,
 )
 from octostore.coordinator.submit import _plan_map_tasks
 from octostore.tasks import TaskKind
@@ -438,7 +461,7 @@ class Crowd:
                     self.send(WorkerReady(w, self.now))
                     break
             else:
-                for w, a in list(self.holding.items()):  # stale attempts: their workers ask again
+                for w in list(self.holding):  # stale attempts: their workers ask again
                     del self.holding[w]
                     self.send(WorkerReady(w, self.now))
                 self.send(Tick(self.now))

@@ -23,7 +23,11 @@ import pytest
 from octostore.errors import AuthenticationError, OctoError, ProtocolError
 from octostore.protocol.frames import MAC_BYTES, Opener, Sealer, parse_length, recv_frame, send_frame
 from octostore.protocol.handshake import (
-    COORDINATOR_TO_WORKER, MAGIC, WORKER_TO_COORDINATOR, accept_handshake, connect_handshake,
+    COORDINATOR_TO_WORKER,
+    MAGIC,
+    WORKER_TO_COORDINATOR,
+    accept_handshake,
+    connect_handshake,
 )
 
 from . import oracle

@@ -11,6 +11,7 @@ from pathlib import Path
 from . import oracle
 from .conftest import JOBS, Running, free_port, octo, octo_env, start_client, start_server
 
+
 def test_server_with_two_clients(home: Path) -> None:
     job = JOBS / "sec_slow.py"
     server, port = start_server(home, job, OCTO_TEST_PAUSE_S="0.01")

@@ -18,9 +18,9 @@ import pytest
 
 from octostore.api import resolve_config
 from octostore.config import Config
-from octostore.settings import check_paths_exist
 from octostore.errors import ConfigError
 from octostore.protocol.tls import server_context
+from octostore.settings import check_paths_exist
 
 from . import oracle
 from .conftest import JOBS, Running, make_cert, octo, start_client, start_server

@@ -67,7 +67,7 @@ import statistics
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 from ..tasks import TaskKind
 
@@ -188,8 +188,8 @@ class Halt:
     now: float
 
 
-Event = Union[WorkerJoined, WorkerReady, Heard, AttemptFinished, AttemptCommitted, AttemptFailed,
-              WorkerLost, WorkerExited, Tick, Abort, Halt]
+Event = (WorkerJoined | WorkerReady | Heard | AttemptFinished | AttemptCommitted | AttemptFailed
+         | WorkerLost | WorkerExited | Tick | Abort | Halt)
 
 
 # -- actions ------------------------------------------------------------------------------
@@ -283,7 +283,7 @@ class Warn:
     message: str
 
 
-Action = Union[Assign, Commit, Discard, RecordFailure, EnterPhase, Dismiss, LoseWorker, StartWorkers, Warn]
+Action = Assign | Commit | Discard | RecordFailure | EnterPhase | Dismiss | LoseWorker | StartWorkers | Warn
 
 
 @dataclass(slots=True)
@@ -476,7 +476,9 @@ class Scheduler:
     def _straggler(self, worker: Worker, now: float) -> TaskId | None:
         kind = TaskKind(self.phase.value)
         finished = self._durations[kind]
-        if not self._policy.backup_tasks or not finished or self.done_count(kind) < BACKUP_AFTER_DONE * self.totals[kind]:
+        if not self._policy.backup_tasks or not finished:
+            return None
+        if self.done_count(kind) < BACKUP_AFTER_DONE * self.totals[kind]:
             return None
         slow_after = BACKUP_SLOWER_THAN * statistics.median(finished)
         candidates = [(self._started[t], t) for t, attempts in self._running.items()

@@ -6,7 +6,7 @@ race).  Sending a task's input runs in its own asyncio task, so the reader
 keeps draining a worker's output while its input is still being sent (a
 worker that spills mid-task would otherwise deadlock both sides on full
 socket buffers).  Reading ``source[key]`` is user code that may block on
-disk, so it runs in a one-thread executor, one batch at a time.
+disk, so it runs in a one-thread executor, one batch at a time (inputs.py).
 
 The server decides nothing about tasks.  What happens on its sockets, its
 stores and its clock becomes an event for the scheduler (``_handle``), and
@@ -37,57 +37,85 @@ task receives, what a commit records) is behind ``self.shuffle``
 renames one map file on the shared filesystem, and step 2 commits its path
 and block ranges instead of segment ids.
 
-With ``config.tls`` each accepted connection is upgraded to TLS first
-(``protocol/tls.py``), inside ``_accept``: a peer that fails the TLS handshake
-(a plain worker, a wrong CA) is logged and counted as a refused peer, and the
-HMAC handshake then runs inside TLS, unchanged.
+Connections are admitted (TLS, the HMAC handshake, Hello, the version check)
+by admission.py before they are served here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import os
 import socket
-import ssl
 import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-
-from .. import __version__
 from ..config import Config, worker_settings
 from ..errors import (
-    AuthenticationError, ConnectionLost, DiskFull, JobFailed, OctoError, ProtocolError, StoreError,
-    UserCodeError,
+    ConnectionLost,
+    DiskFull,
+    JobCancelled,
+    JobFailed,
+    ProtocolError,
+    StoreError,
 )
 from ..home import JobPaths
 from ..job import Job, format_user_traceback, pack_functions
+from ..launch.group import WorkerPool
 from ..progress import Progress
-from ..protocol.channel import AsyncChannel
-from ..protocol.handshake import HANDSHAKE_TIMEOUT_S
 from ..protocol.messages import (
-    PYTHON_VERSION, Heartbeat, Hello, InputEnd, MapFile, MapTask, Ready, ReduceTask,
-    Results, Segment, Refused, Shutdown, TaskDone, TaskFailed, Welcome,
+    Heartbeat,
+    Hello,
+    InputEnd,
+    MapFile,
+    MapTask,
+    Ready,
+    ReduceTask,
+    Results,
+    Segment,
+    Shutdown,
+    TaskDone,
+    TaskFailed,
+    Welcome,
 )
-from ..protocol.tls import server_context
-from ..stores.outputs import ResultSegments
+from ..stores.outputs import ResultSegments, TaskOutput
 from ..stores.segments import SegmentStore
 from ..stores.state import JobState, StateStore, TaskState
-from ..launch.group import WorkerPool
 from ..tasks import TaskKind
+from .admission import Admission
 from .commits import GroupCommit
-from .roster import Roster, Totals, WorkerConn, write_live_status
 from .inputs import SourceValues, map_inputs_for
-from .shuffle import runs_of, shuffle_for
+from .roster import Roster, Totals, WorkerConn, write_live_status
 from .scheduler import (
-    Abort, Assign, AttemptCommitted, AttemptFailed, AttemptFinished, Commit, Discard, DiscardReason, Dismiss,
-    EnterPhase, Event, Halt, Heard, LoseWorker, Phase, RecordFailure, Scheduler, StartWorkers, Tick, Warn,
-    WorkerExited, WorkerJoined, WorkerLost, WorkerReady,
+    Abort,
+    Assign,
+    AttemptCommitted,
+    AttemptFailed,
+    AttemptFinished,
+    Commit,
+    Discard,
+    DiscardReason,
+    Dismiss,
+    EnterPhase,
+    Event,
+    Halt,
+    Heard,
+    LoseWorker,
+    Phase,
+    RecordFailure,
+    Scheduler,
+    StartWorkers,
+    Tick,
+    Warn,
+    WorkerExited,
+    WorkerJoined,
+    WorkerLost,
+    WorkerReady,
 )
+from .shuffle import runs_of, shuffle_for
 
 log = logging.getLogger(__name__)
 
@@ -101,10 +129,6 @@ class _Attempt:
     stats: dict[str, int] = field(default_factory=dict)  # from TaskDone, counted once the commit lands
 
 
-class JobCancelled(OctoError):
-    """Raised by the coordinator when `octo cancel` (SIGTERM) stopped the job; it can be resumed."""
-
-
 class CoordinatorServer:
     """Runs one job's map and reduce phases over TCP; returns when the job is done or failed."""
 
@@ -112,13 +136,14 @@ class CoordinatorServer:
                  secret: bytes, progress: Progress) -> None:
         meta = state.meta()
         self.job, self.job_id, self.config, self.paths = job, job_id, config, paths
-        self.state, self.secret, self.epoch, self.progress = state, secret, int(meta["epoch"]), progress
+        self.state, self.epoch, self.progress = state, int(meta["epoch"]), progress
         self.partitions = int(meta["partitions"])
         self.plan = config.memory_plan()  # the workers' shares of the budget, and the input batch size
         self.scheduler = _scheduler_from_state(state, config, int(meta["map_tasks"]), self.partitions)
         self.pool: WorkerPool | None = None  # set once the launched workers exist (submit.py)
         self.totals = Totals()
         self.roster = Roster(self.totals, time.monotonic())
+        self.admission = Admission(secret, config, self.totals)
         self.shuffle = shuffle_for(config, paths, job_id, self.partitions)
         self.inputs = map_inputs_for(job.source, config)
         self.results = SegmentStore(paths.results, config.map_size_bytes)
@@ -127,12 +152,10 @@ class CoordinatorServer:
         self._attempts: dict[tuple[str, int, int], _Attempt] = {}  # from Assign to its commit or discard
         self._functions = pack_functions(job.functions)
         self._worker_settings = worker_settings(config, self.partitions, self.shuffle.shared_dir).to_wire()
-        self._tls = server_context(str(config.tls_cert), str(config.tls_key)) if config.tls else None
         self._launcher = ThreadPoolExecutor(1, thread_name_prefix="octo-launch")  # pool.start/reap: off the loop
         self._cancelled = False
         self._disk_full: DiskFull | None = None
         self._closing = False
-        self._handshaking: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()  # connection readers and input senders
         self._finished = asyncio.Event()
         self._handlers: dict[type, Callable[[WorkerConn, Any], Any]] = {
@@ -176,8 +199,7 @@ class CoordinatorServer:
             await self._reap_workers()  # report workers that died near the end
             server.close()
             self._closing = True
-            for writer in list(self._handshaking):  # peers still in the handshake: no need to wait 10 s
-                writer.transport.abort()
+            self.admission.close()
             for worker in self.roster:
                 await self._say_goodbye(worker)
             await self._join_tasks()
@@ -239,8 +261,9 @@ class CoordinatorServer:
 
     async def _say_goodbye(self, worker: WorkerConn) -> None:
         try:
-            await asyncio.wait_for(worker.channel.send(Shutdown(f"job {self.job_id} is {self.scheduler.phase.value}")), 5)
-        except (ConnectionLost, OSError, asyncio.TimeoutError):
+            goodbye = Shutdown(f"job {self.job_id} is {self.scheduler.phase.value}")
+            await asyncio.wait_for(worker.channel.send(goodbye), 5)
+        except (TimeoutError, ConnectionLost, OSError):
             pass
         worker.channel.close()
 
@@ -273,7 +296,10 @@ class CoordinatorServer:
             self._handle(AttemptCommitted(a.kind, a.task, a.attempt, done, time.monotonic()))
             self._attempts.pop(key, None)  # committed: the state store references its output now
 
-        output = self.shuffle.committed(attempt.map_output) if a.kind is TaskKind.MAP else ResultSegments(attempt.results)
+        if a.kind is TaskKind.MAP:
+            output: TaskOutput = self.shuffle.committed(attempt.map_output)
+        else:
+            output = ResultSegments(attempt.results)
         self._commits.add((a.kind, a.task, a.attempt, output), committed)
 
     def _discard(self, a: Discard) -> None:
@@ -345,58 +371,9 @@ class CoordinatorServer:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._track(asyncio.current_task())  # type: ignore[arg-type]
-        peer = "%s:%s" % writer.get_extra_info("peername")[:2]
-        channel = AsyncChannel(reader, writer, self.config.max_frame_bytes)
-        self._handshaking.add(writer)
-        try:
-            if self._tls is not None:
-                await self._start_tls(channel)
-            await asyncio.wait_for(channel.authenticate(self.secret), HANDSHAKE_TIMEOUT_S)
-            hello = await asyncio.wait_for(channel.recv(), HANDSHAKE_TIMEOUT_S)
-            if not isinstance(hello, Hello):
-                raise ProtocolError(f"expected hello, got {hello.op}")
-        except (AuthenticationError, ProtocolError, ConnectionLost, asyncio.TimeoutError, OSError) as e:
-            if not self._closing:  # at shutdown we close half-open connections ourselves
-                self.totals.refused_peers += 1
-                log.warning("refused a peer from %s: %s", peer, getattr(e, "message", None) or type(e).__name__)
-            writer.close()
-            return
-        finally:
-            self._handshaking.discard(writer)
-        mismatch = _version_mismatch(hello)
-        if mismatch:
-            self.totals.refused_peers += 1
-            log.warning("refused worker %s:%d: %s", hello.host, hello.pid, mismatch)
-            await channel.send(Refused(mismatch))
-            channel.close()
-            return
-        worker = WorkerConn(f"{hello.host}:{hello.pid}", hello.pid, channel,
-                            compress_inputs=self._compresses_for(writer.get_extra_info("peername")[0]))
-        await self._serve_worker(worker, hello)
-
-    def _compresses_for(self, peer_host: str) -> bool:
-        """Whether map inputs to a worker at `peer_host` are compressed: zstd level 1 saves ~58%
-        of the bytes on a network, but over loopback it only costs CPU the workers need (on the
-        200 MiB word count ~1.2 s of the coordinator's and ~0.5 s of the workers')."""
-        if self.config.compress_inputs != "auto":
-            return self.config.compress_inputs == "always"
-        try:
-            return not ipaddress.ip_address(peer_host.partition("%")[0]).is_loopback
-        except ValueError:  # not an IP address (a Unix socket, say): assume a network
-            return True
-
-    async def _start_tls(self, channel: AsyncChannel) -> None:
-        """Upgrade to TLS, or raise ConnectionLost naming TLS (a plain worker, a wrong CA, a timeout)."""
-        assert self._tls is not None
-        try:
-            await channel.start_tls(self._tls, HANDSHAKE_TIMEOUT_S)
-        except ssl.SSLError as e:
-            raise ConnectionLost(f"TLS handshake failed: {e.reason or e}") from None
-        except (asyncio.TimeoutError, ConnectionAbortedError):  # asyncio aborts after ssl_handshake_timeout
-            raise ConnectionLost(f"TLS handshake failed: no TLS hello within {HANDSHAKE_TIMEOUT_S:g} s "
-                                 "(a worker without --tls-ca?)") from None
-        except OSError as e:
-            raise ConnectionLost(f"TLS handshake failed: {e.strerror or e}") from None
+        admitted = await self.admission.admit(reader, writer)
+        if admitted is not None:
+            await self._serve_worker(*admitted)
 
     async def _serve_worker(self, worker: WorkerConn, hello: Hello) -> None:
         self.roster.add(worker)
@@ -480,7 +457,8 @@ class CoordinatorServer:
             return
         message = (f"map task {msg.task} attempt {msg.attempt}: {problem}\nhint: the coordinator and every worker "
                    "must mount shared_root at the same path")
-        await self._on_task_failed(worker, TaskFailed(TaskKind.MAP, msg.task, msg.attempt, self.epoch, message, "", False))
+        failed = TaskFailed(TaskKind.MAP, msg.task, msg.attempt, self.epoch, message, "", False)
+        await self._on_task_failed(worker, failed)
 
     async def _on_results(self, worker: WorkerConn, msg: Results) -> None:
         attempt = self._held(worker, TaskKind.REDUCE, msg.task, msg.attempt)
@@ -556,13 +534,4 @@ def _kind(text: str) -> TaskKind:
         raise ProtocolError(f"unknown task kind {text!r}") from None
 
 
-def _version_mismatch(hello: Hello) -> str | None:
-    """Why a worker cannot run our functions, or None."""
-    if hello.python != PYTHON_VERSION:
-        return f"it runs Python {hello.python}, the coordinator Python {PYTHON_VERSION} (functions travel as bytecode)"
-    if hello.version != __version__:
-        return f"it runs octostore {hello.version}, the coordinator octostore {__version__}"
-    return None
-
-
-__all__ = ["CoordinatorServer", "Totals", "UserCodeError"]
+__all__ = ["CoordinatorServer"]

@@ -55,7 +55,9 @@ class Shuffle(Protocol):
     """The coordinator's half of a shuffle mode.  `pending` is the object `begin_map` made for one
     map attempt: what it has written so far, until it is committed or dropped."""
 
-    shared_dir: Path | None  # paths mode: the job's folder of map files, which workers are told
+    @property
+    def shared_dir(self) -> Path | None:
+        """Paths mode: the job's folder of map files, which workers are told; else None."""
 
     def open(self) -> None:
         """Before serving: open the stores, create the shared folder (ConfigError if it cannot)."""

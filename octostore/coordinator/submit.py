@@ -37,18 +37,18 @@ from typing import Any
 from .. import __version__, failpoints
 from ..allocator import return_freed_memory
 from ..config import Config
-from ..errors import DiskFull, JobError, JobFailed, UsageError, UserCodeError
+from ..errors import DiskFull, JobCancelled, JobError, JobFailed, UsageError, UserCodeError
 from ..home import JobPaths, job_paths, new_job_id, require_job
-from ..stores.lock import JobLock
 from ..job import Job, check_pairs, format_user_traceback, load_job
+from ..launch.group import WorkerPool
 from ..progress import make_progress
+from ..stores.lock import JobLock
 from ..stores.results import iter_result_batches
 from ..stores.segments import SegmentStore
 from ..stores.state import JobState, StateStore, TaskState
 from .resume import collect_garbage, open_state, raise_epoch
-from ..launch.group import WorkerPool
 from .roster import Totals, write_live_status
-from .server import CoordinatorServer, JobCancelled
+from .server import CoordinatorServer
 from .shuffle import shuffle_for
 
 log = logging.getLogger(__name__)

@@ -108,7 +108,7 @@ def connect(host: Host, options: SshOptions) -> paramiko.SSHClient:
             raise HostUnusable(f"{host.label}: unknown host key{shown}",
                                "check the fingerprint, then run again with --accept-new-host-keys") from None
         raise HostUnusable(f"{host.label}: ssh failed: {e}") from None
-    except (OSError, socket.timeout) as e:
+    except (TimeoutError, OSError) as e:
         raise HostUnusable(f"{host.label}: cannot connect: {e}") from None
     return client
 
@@ -177,7 +177,8 @@ class SshWorkers:
         return started
 
     def _start_on(self, host: Host) -> None:
-        command = f"exec {shlex.quote(host.python)} -m octostore.worker {self.address[0]}:{self.address[1]}{self._tls_args}"
+        address = f"{self.address[0]}:{self.address[1]}"
+        command = f"exec {shlex.quote(host.python)} -m octostore.worker {address}{self._tls_args}"
         channel = self._clients[host].get_transport().open_session()  # type: ignore[union-attr]
         channel.set_combine_stderr(True)
         channel.exec_command(command)

@@ -32,6 +32,7 @@ from typing import Protocol
 
 from ..errors import ConnectionLost, ProtocolError
 
+
 class BlockingStream(Protocol):
     """What the blocking frame functions need: a socket, or a ``tls.TlsSocket`` over one."""
 

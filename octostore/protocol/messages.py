@@ -190,7 +190,8 @@ _MESSAGES: dict[str, type] = {
     for cls in (Hello, Welcome, Refused, Heartbeat, Ready, MapTask, ReduceTask, Input, MapPaths, RunBlocks, RunRanges,
                 InputEnd, Segment, MapFile, Results, TaskDone, TaskFailed, Shutdown)
 }
-_FIELDS: dict[type, tuple[str, ...]] = {cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in _MESSAGES.values()}
+_FIELDS: dict[type, tuple[str, ...]] = {cls: tuple(f.name for f in dataclasses.fields(cls))
+                                        for cls in _MESSAGES.values()}
 
 
 def _is_int(v: object) -> bool:

@@ -32,7 +32,8 @@ LOW_SPACE_BYTES = 16 * 1024 * 1024
 T = TypeVar("T")
 
 
-def open_env(path: Path, map_size_bytes: int, *, sync: bool, max_dbs: int = 0, readonly: bool = False) -> lmdb.Environment:
+def open_env(path: Path, map_size_bytes: int, *, sync: bool, max_dbs: int = 0,
+             readonly: bool = False) -> lmdb.Environment:
     """Open (creating unless `readonly`) the environment in directory `path`."""
     if not readonly:
         path.mkdir(parents=True, exist_ok=True)

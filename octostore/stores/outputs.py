@@ -17,7 +17,7 @@ resumes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +56,7 @@ class ResultSegments:
         return [self.TAG, self.segments]
 
 
-TaskOutput = Union[SpillRuns, FileRuns, ResultSegments]
+TaskOutput = SpillRuns | FileRuns | ResultSegments
 
 
 def pack_output(output: TaskOutput | None) -> list[Any] | None:

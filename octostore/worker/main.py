@@ -39,20 +39,35 @@ import zstandard
 
 from .. import __version__
 from ..allocator import return_freed_memory
-from ..errors import ConnectionLost, JobError, ProtocolError, UsageError
+from ..errors import ConnectionLost, JobError, ProtocolError, ReduceFailed, UsageError
 from ..files import read_file
 from ..job import WorkerFunctions, format_user_traceback, unpack_functions
 from ..protocol.channel import SyncChannel
 from ..protocol.handshake import HANDSHAKE_TIMEOUT_S
 from ..protocol.messages import (
-    PYTHON_VERSION, Heartbeat, Hello, Input, InputEnd, MapPaths, MapTask, Ready, ReduceTask,
-    Results, RunBlocks, RunRanges, Refused, Shutdown, TaskDone, TaskFailed, Welcome,
+    PYTHON_VERSION,
+    Heartbeat,
+    Hello,
+    Input,
+    InputEnd,
+    MapPaths,
+    MapTask,
+    Ready,
+    ReduceTask,
+    Refused,
+    Results,
+    RunBlocks,
+    RunRanges,
+    Shutdown,
+    TaskDone,
+    TaskFailed,
+    Welcome,
 )
 from ..protocol.tls import client_context
 from ..settings import WorkerSettings
 from ..tasks import TaskKind
 from .mapside import MapOutput
-from .reduceside import ReceivedRuns, ReduceFailed, reduce_runs
+from .reduceside import ReceivedRuns, reduce_runs
 from .shuffle import MapOutputSink, map_output_for
 
 log = logging.getLogger(__name__)
@@ -254,7 +269,8 @@ class Worker:
             return self._file_failed(task, TaskKind.MAP, f"cannot write map output to {sink.where}", e)
         return None
 
-    def _map_items(self, task: MapTask, output: MapOutput, items: list[tuple[Any, Any]] | MapPaths) -> TaskFailed | None:
+    def _map_items(self, task: MapTask, output: MapOutput,
+                   items: list[tuple[Any, Any]] | MapPaths) -> TaskFailed | None:
         if isinstance(items, MapPaths):
             return self._map_files(task, output, items)
         for key, value in items:
@@ -338,7 +354,8 @@ class Worker:
             self.channel.send(failure)
             return
         stats = {"bytes_in": received.bytes, "keys": keys[0], "bytes_out": sent[0], "peak_rss_bytes": _peak_rss_bytes()}
-        self.channel.send(TaskDone(TaskKind.REDUCE, task.task, task.attempt, task.epoch, stats), flush=False)  # with Ready
+        done = TaskDone(TaskKind.REDUCE, task.task, task.attempt, task.epoch, stats)
+        self.channel.send(done, flush=False)  # with Ready
 
     def _receive_runs(self, task: ReduceTask, received: ReceivedRuns) -> TaskFailed | None:
         """Take the runs' blocks (payload) or their places in the shared map files (paths), to InputEnd."""
@@ -355,12 +372,14 @@ class Worker:
 
     # -- failures -------------------------------------------------------------------------
 
-    def _guard(self, task: MapTask | ReduceTask, kind: str, fn_name: str, key: Any, fn: Any, *args: Any) -> TaskFailed | None:
+    def _guard(self, task: MapTask | ReduceTask, kind: str, fn_name: str, key: Any, fn: Any,
+               *args: Any) -> TaskFailed | None:
         """Run `fn`; turn an exception from user code into a TaskFailed message."""
         try:
             fn(*args)
         except JobError as e:
-            return TaskFailed(kind, task.task, task.attempt, task.epoch, e.message + (f"\nhint: {e.hint}" if e.hint else ""), "", True)
+            message = e.message + (f"\nhint: {e.hint}" if e.hint else "")
+            return TaskFailed(kind, task.task, task.attempt, task.epoch, message, "", True)  # a contract error
         except ReduceFailed as e:
             return self._failed(task, kind, "reducefn", e.key, e.cause)
         except Exception as e:  # user code: mapfn, combinefn, partitionfn
@@ -370,7 +389,8 @@ class Worker:
     def _failed(self, task: MapTask | ReduceTask, kind: str, fn_name: str, key: Any, e: BaseException) -> TaskFailed:
         where = f" on key {key!r:.80}" if key is not None else ""
         of = self.settings.max_attempts
-        message = f"{fn_name} raised {type(e).__name__}{where} ({kind} task {task.task}, attempt {task.attempt} of {of}): {e}"
+        message = (f"{fn_name} raised {type(e).__name__}{where} ({kind} task {task.task}, "
+                   f"attempt {task.attempt} of {of}): {e}")
         return TaskFailed(kind, task.task, task.attempt, task.epoch, message, format_user_traceback(e), False)
 
 

@@ -31,7 +31,10 @@ SEGMENT_BYTES = 8 * 1024 * 1024
 
 class MapOutputSink(Protocol):
     where: str  # for error messages: "the coordinator", or the map file's path
-    bytes_out: int  # compressed bytes written so far, for the task's stats
+
+    @property
+    def bytes_out(self) -> int:
+        """Compressed bytes written so far, for the task's stats."""
 
     def open(self) -> None: ...
 

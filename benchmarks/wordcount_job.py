@@ -3,7 +3,7 @@ import glob
 import os
 
 
-class DataSource:
+class DataSource(object):
     def __init__(self):
         self.text_files = sorted(glob.glob(os.path.join(os.environ["OCTO_BENCH_CORPUS"], "*.txt")))
 

@@ -23,7 +23,7 @@ ROOT = sysconfig.get_paths()["stdlib"]
 TOP_LEVEL = "(top level)"
 
 
-class DataSource:
+class DataSource(object):
     """Keys: module paths relative to ROOT, e.g. 'email/mime/text.py'. Values: the file's text."""
 
     def __init__(self, root):

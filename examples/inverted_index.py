@@ -27,7 +27,7 @@ MIN_MODULES = 5
 DEF = re.compile(r"^def (\w+)", re.MULTILINE)  # module-level functions only
 
 
-class DataSource:
+class DataSource(object):
     """Keys: module paths relative to ROOT, e.g. 'json/decoder.py'. Values: the file's text."""
 
     def __init__(self, root):

@@ -17,7 +17,7 @@ import sysconfig
 PATTERN = os.environ.get("OCTO_WORDCOUNT_GLOB") or os.path.join(sysconfig.get_paths()["stdlib"], "**", "*.py")
 
 
-class DataSource:
+class DataSource(object):
     def __init__(self):
         # The standard library only: installed packages would make the counts machine-specific.
         self.text_files = sorted(f for f in glob.glob(PATTERN, recursive=True) if "site-packages" not in f)

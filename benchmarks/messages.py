@@ -8,7 +8,10 @@ Input), times encode + decode with octostore's ``protocol/messages.py``
 (dataclasses; checked field by field on decode; bytes over 64 KiB out of line,
 not copied into the message) and with msgspec (tagged ``array_like`` Structs, a typed
 ``Decoder`` over their union, which checks types as it decodes), and prints
-microseconds per message and the ratio.  msgspec must be installed
+microseconds per message and the ratio.  glibc's malloc thresholds are set
+as octostore's processes set them (allocator.py): left adaptive, a decoded
+128 KiB block is sometimes a fresh mmap, and its page faults (~0.5 ms per
+MiB here) swamp both encoders.  msgspec must be installed
 (``pip install msgspec``); it is not a dependency of octostore.
 """
 
@@ -21,6 +24,7 @@ from typing import Any
 
 import msgspec
 
+from octostore.allocator import return_freed_memory
 from octostore.protocol.messages import Input, Ready, Segment, TaskDone, decode_message, encode_message_parts
 
 
@@ -79,6 +83,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
+    return_freed_memory()  # glibc's thresholds as in the coordinator and workers: else 128 KiB blocks may be mmapped
     stats = {"records_in": 1234, "pairs_out": 987654, "runs": 2, "bytes_in": 4 << 20, "bytes_out": 1 << 20,
              "peak_rss_bytes": 123 << 20}
     blocks = [bytes(range(256)) * 512 for _ in range(8)]  # 8 x 128 KiB

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from . import failpoints
 from .config import Config
 from .config_file import load_config_file
-from .coordinator.resume import stored_meta
+from .coordinator.resume import open_state_readonly, stored_meta
 from .coordinator.submit import JobReport, Launch, resume_job, submit_job
 from .errors import JobFailed, StoreError, UsageError
 from .home import load_or_create_secret, read_secret, require_job
@@ -32,7 +32,7 @@ from .settings import check_paths_exist
 from .stores.lock import is_locked, read_holder
 from .stores.results import iter_results
 from .stores.segments import SegmentStore
-from .stores.state import JobState, StateStore
+from .stores.state import JobState
 from .worker.main import run_worker
 
 if TYPE_CHECKING:
@@ -240,7 +240,7 @@ def work(address: tuple[str, int], secret: bytes, *, wait_s: float, max_frame_by
 def results(home: Path, job_id: str) -> Iterator[tuple[Any, Any]]:
     """Yield a job's stored results (key, value) in key order."""
     paths = require_job(home, job_id)
-    state = StateStore(paths.state, 1 << 20, readonly=True)
+    state = open_state_readonly(paths)
     job_state = state.meta().get("state")
     if job_state != JobState.DONE.value:
         state.close()

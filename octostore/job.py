@@ -119,11 +119,24 @@ def _quote(names: list[str]) -> str:
     return ", ".join(f"'{n}'" for n in names)
 
 
+def _read_job_file(path: Path) -> str:
+    """The job file's text, or a JobError that says what the path is instead (never a traceback)."""
+    hint = "octo submit takes the path of a .py file"
+    if not path.exists():
+        raise JobError(f"{path}: no such job file", hint)
+    if path.is_dir():
+        raise JobError(f"{path}: is a folder, not a job file", hint)
+    if not path.is_file():  # a FIFO would block the read, a device would never end
+        raise JobError(f"{path}: is not a regular file", hint)
+    try:
+        return path.read_text(errors="replace")
+    except OSError as e:
+        raise JobError(f"{path}: cannot read the job file: {e.strerror or e}") from None
+
+
 def _exec_job_file(path: Path, text: str | None) -> ModuleType:
     if text is None:
-        if not path.is_file():
-            raise JobError(f"{path}: no such job file", "octo submit takes the path of a .py file")
-        text = path.read_text(errors="replace")
+        text = _read_job_file(path)
     try:
         code = compile(text, str(path.resolve()), "exec")  # tracebacks name it absolutely
     except SyntaxError as e:

@@ -413,6 +413,9 @@ class Settings:
         key="lease_s", stored=True, wire=True,
         flags=(Flag("--lease", "Seconds of silence after which a worker is lost and its task runs elsewhere "
                     "(default 30).", least=0.1),))
+    no_workers_timeout_s: float = setting(
+        60.0, Seconds(), "a job whose own workers are all gone, and none may be started, fails after this long",
+        key="no_workers_timeout_s", stored=True)
     sync: bool = setting(
         True, Boolean(), "the state store fsyncs every commit (durable against power loss)",
         key="state_sync", stored=True)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from . import oracle
-from .conftest import JOBS, free_port, octo
+from .conftest import JOBS, free_port, kill_group, octo, start_octo
 
 
 def job_folders(home: Path) -> list[str]:
@@ -65,6 +65,35 @@ def test_missing_job_file(home: Path, tmp_path: Path) -> None:
     result = submit(home, missing)
     assert_refused(result, home, str(missing), "no such job file")
     assert hint_line(result.stderr) == "hint: octo submit takes the path of a .py file"
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo"])
+def test_a_job_file_that_is_not_a_regular_file_is_named_for_what_it_is(home: Path, tmp_path: Path,
+                                                                        kind: str) -> None:
+    job = tmp_path / "job.py"
+    job.mkdir() if kind == "folder" else os.mkfifo(job)
+    result = submit(home, job)
+    assert_refused(result, home, f"{job}: {'is a folder, not a job file' if kind == 'folder' else 'is not a regular file'}")
+    assert hint_line(result.stderr) == "hint: octo submit takes the path of a .py file"
+
+
+def test_two_submits_racing_for_one_job_id_one_wins_and_the_other_is_told(home: Path) -> None:
+    """The existence check and the job folder's creation were two steps: the loser got a FileExistsError."""
+    for round_ in range(4):
+        job_id = f"race{round_}"
+        procs = [start_octo(home, "submit", str(JOBS / "canary.py"), "--workers", "1", "--progress", "off",
+                            "--job-id", job_id) for _ in range(3)]
+        try:
+            results = [p.communicate(timeout=120) for p in procs]
+        finally:
+            for proc in procs:
+                kill_group(proc)
+        codes = sorted(p.returncode for p in procs)
+        assert codes == [0, 2, 2], [err for _, err in results]
+        for proc, (_, err) in zip(procs, results):
+            if proc.returncode == 2:
+                assert err.splitlines()[0] == f"octo: error: job {job_id!r} already exists in {home / 'jobs' / job_id}"
+                assert "Traceback" not in err
 
 
 def test_syntax_error_names_file_and_line(home: Path) -> None:

@@ -199,7 +199,8 @@ def test_top_level_must_be_a_mapping(text: str, message: str) -> None:
      "valid keys under tls: enabled, cert, key, ca"),
     ("1: 2\n", "octo.yaml:1: unknown key '1'",
      "valid keys: workers, partitions, map_tasks, coordinator, ssh, shuffle, memory_budget, map_buffer_bytes, "
-     "zstd_level, compress_inputs, max_attempts, lease_s, state_sync, home, tls, progress"),
+     "zstd_level, compress_inputs, max_attempts, lease_s, no_workers_timeout_s, state_sync, home, tls, "
+     "progress"),
 ])
 def test_unknown_key(text: str, message: str, hint: str) -> None:
     assert refused(text) == (message, hint)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -70,6 +71,21 @@ def test_a_worker_that_dies_inside_mapfn_counts_as_a_failed_attempt(home: Path, 
     assert result.returncode == 0, result.stderr
     assert "died (exit code 3) while running map task" in result.stderr
     assert result.stdout == oracle.final_output(job)  # the marker exists now, so the oracle's mapfn never exits
+
+
+def test_a_task_whose_worker_exits_cleanly_every_time_fails_the_job_in_bounded_time(home: Path) -> None:
+    """os._exit(0) in mapfn was not counted: workers were replaced until their limit, then the job waited forever."""
+    started = time.monotonic()
+    result = octo(home, "submit", str(JOBS / "exits_cleanly.py"), "--workers", "2", "--map-tasks", "6",
+                  "--progress", "off", "--job-id", "exits", timeout_s=120)
+    assert result.returncode == 1, result.stderr
+    assert time.monotonic() - started < 60
+    exits = re.compile(r"worker process \d+ exited \(exit code 0\) while running map task 1 \(attempt \d of 4\)")
+    lines = result.stderr.splitlines()
+    retried = [line for line in lines if exits.search(line) and "; retrying (attempt" in line]
+    assert len(retried) == 3, result.stderr  # each exit counted; the first three retried
+    assert lines[-1].startswith("octo: error: ") and exits.search(lines[-1]), result.stderr  # the 4th ends the job
+    assert octo(home, "status", "exits").stdout.count("FAILED") >= 1
 
 
 def test_cancel_then_resume(home: Path) -> None:

@@ -248,15 +248,77 @@ def test_a_crash_after_the_task_was_redone_is_only_reported() -> None:
                                       "(attempt 1 of 4); the task is done by now, so it does not count")]
 
 
-def test_a_clean_exit_or_an_idle_worker_s_death_is_not_a_task_failure() -> None:
+def test_an_idle_worker_s_death_is_not_a_task_failure() -> None:
     s = new(1, 1, local_workers=1)
-    w1, w2 = join(s, 2)
-    s.handle(WorkerLost(w1, 1.0))  # held nothing
-    assert of(s.handle(WorkerExited(w1.pid, -9, 1.1)), RecordFailure) == []
-    a = ready(s, w2)
-    s.handle(WorkerLost(w2, 2.0))
-    assert of(s.handle(WorkerExited(w2.pid, 0, 2.1)), RecordFailure) == []
+    (w,) = join(s, 1)
+    s.handle(WorkerLost(w, 1.0))  # held nothing
+    assert of(s.handle(WorkerExited(w.pid, -9, 1.1)), RecordFailure) == []
+
+
+def test_a_worker_that_exits_cleanly_mid_task_fails_its_attempt_too() -> None:
+    """os._exit(0) inside mapfn: not counting it restarted workers until their limit, then waited forever."""
+    s = new(1, 1, max_attempts=2, local_workers=1)
+    outcome: list[Action] = []
+    for i in range(2):
+        w = FakeWorker(300 + i)
+        s.handle(WorkerJoined(w, w.pid, 0.0))
+        a = ready(s, w)
+        s.handle(WorkerLost(w, 1.0))
+        outcome = s.handle(WorkerExited(w.pid, 0, 1.0))
+        assert of(outcome, RecordFailure)[0].message == (
+            f"worker process {w.pid} exited (exit code 0) while running map task 0 (attempt {a.attempt} of 2)")
+    assert s.phase is Phase.FAILED
+
+
+def test_a_worker_dropped_for_what_it_sent_fails_its_attempt_wherever_it_ran() -> None:
+    s = new(1, 1)
+    (w,) = join(s, 1)
+    a = ready(s, w)
+    actions = s.handle(WorkerLost(w, 1.0, fault="worker h:1 was dropped (peer announced a 300000000-byte frame)"))
+    assert of(actions, RecordFailure)[0].message == (
+        "worker h:1 was dropped (peer announced a 300000000-byte frame) while running map task 0 (attempt 1 of 4)")
+    assert of(s.handle(WorkerExited(w.pid, 0, 1.1)), RecordFailure) == []  # counted once, not again at exit
     assert a is not None
+
+
+def test_a_stopped_job_does_not_count_the_exits_of_the_workers_it_stopped() -> None:
+    s = new(1, 1, local_workers=1)
+    (w,) = join(s, 1)
+    ready(s, w)
+    s.handle(Halt(1.0))  # octo cancel
+    s.handle(WorkerLost(w, 1.1))
+    assert of(s.handle(WorkerExited(w.pid, -15, 1.2)), RecordFailure) == []
+
+
+def test_a_job_whose_workers_are_all_gone_for_good_fails_in_bounded_time() -> None:
+    s = new(1, 1, local_workers=1, no_workers_timeout_s=30.0)
+    (w,) = join(s, 1)
+    s.handle(Tick(1.0))
+    s.handle(WorkerLost(w, 2.0))
+    for _ in range(MAX_RESPAWNS_PER_WORKER):  # every replacement starts and dies at once
+        assert of(s.handle(WorkerExited(-1, 1, 2.0)), StartWorkers)
+    assert of(s.handle(WorkerExited(-1, 1, 2.0)), StartWorkers) == []  # none left to start
+    assert s.handle(Tick(31.5)) == []  # 29.5 s without a worker
+    (failed_,) = of(s.handle(Tick(32.5)), EnterPhase)
+    assert failed_.phase is Phase.FAILED and failed_.reason is not None
+    assert failed_.reason.startswith("no worker has been connected for 30 s and no replacement may be started")
+
+
+def test_octo_server_waits_for_clients_however_long() -> None:
+    s = new(1, 1, local_workers=0, no_workers_timeout_s=30.0)  # workers come by hand
+    assert s.handle(Tick(10_000.0)) == [] and s.phase is Phase.MAP
+
+
+def test_a_task_far_slower_than_its_peers_is_reported_once() -> None:
+    s = new(3, 1)
+    workers = join(s, 3)
+    assigned = [ready(s, w, now=0.0) for w in workers]
+    finish(s, assigned[0], now=2.0)
+    finish(s, assigned[1], now=2.0)
+    assert of(s.handle(Tick(59.0)), Warn) == []  # 29x the median, but not yet a minute
+    (warning,) = of(s.handle(Tick(61.0)), Warn)
+    assert warning.message.startswith("map task 2 has run for 61 s, over 10 times the median of its phase (2.0 s)")
+    assert of(s.handle(Tick(120.0)), Warn) == []  # said once
 
 
 def test_a_task_that_keeps_killing_its_workers_fails_the_job() -> None:

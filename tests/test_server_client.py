@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from . import oracle
 from .conftest import JOBS, Running, free_port, octo, octo_env, start_client, start_server
 
@@ -81,11 +83,50 @@ def test_client_without_a_secret_file_names_it(home: Path) -> None:
     assert lines[1].startswith("hint: ") and "--secret-file" in lines[1]
 
 
-def test_a_world_readable_secret_file_is_warned_about(home: Path, tmp_path: Path) -> None:
+def test_a_world_readable_secret_file_is_refused(home: Path, tmp_path: Path) -> None:
     secret = tmp_path / "loose-secret"
     secret.write_bytes(b"s" * 32)
     secret.chmod(0o644)
     result = octo(home, "client", f"127.0.0.1:{free_port()}", "--secret-file", str(secret), "--wait", "0")
     assert result.returncode == 2, result.stderr
-    assert result.stderr.splitlines()[0] == (
-        f"octo: warning: {secret} is readable by other users (mode 644): chmod 600 {secret}")
+    assert result.stderr.splitlines() == [f"octo: error: {secret}: the secret is readable by other users (mode 644)",
+                                          f"hint: chmod 600 {secret}"]
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo", "device", "huge", "short"])
+def test_a_secret_that_is_not_a_small_regular_file_gets_one_line(home: Path, tmp_path: Path, kind: str) -> None:
+    secret = tmp_path / "secret"
+    if kind == "folder":
+        secret.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(secret, 0o600)
+    elif kind == "device":
+        secret.symlink_to("/dev/zero")  # read forever, were it read to the end
+    else:
+        secret.write_bytes(b"s" * (5000 if kind == "huge" else 8))
+        secret.chmod(0o600)
+    result = octo(home, "client", f"127.0.0.1:{free_port()}", "--secret-file", str(secret), "--wait", "0",
+                  timeout_s=30)
+    assert result.returncode == 2, result.stderr
+    expected = {"folder": "the secret is a folder, not a regular file",
+                "fifo": "the secret is a FIFO, not a regular file",
+                "device": "the secret is a device, not a regular file",
+                "huge": "secret is over 4096 bytes: not a file octostore wrote",
+                "short": "secret is 8 bytes, need at least 16"}[kind]
+    assert result.stderr.splitlines()[0] == f"octo: error: {secret}: {expected}", result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_two_first_runs_racing_share_one_complete_secret(tmp_path: Path) -> None:
+    """Many processes create $OCTO_HOME/secret at once: every one reads the same 32 bytes, never a partial file."""
+    script = "import sys; from pathlib import Path; from octostore.home import load_or_create_secret; " \
+             "sys.stdout.write(load_or_create_secret(Path(sys.argv[1])).hex())"
+    for round_ in range(6):
+        home = tmp_path / f"home{round_}"
+        procs = [subprocess.Popen([sys.executable, "-c", script, str(home)], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(8)]
+        outputs = [p.communicate(timeout=60) for p in procs]
+        assert all(p.returncode == 0 for p in procs), [err for _, err in outputs]
+        secrets = {out for out, _ in outputs}
+        assert secrets == {(home / "secret").read_bytes().hex()} and len(secrets.pop()) == 64
+        assert sorted(p.name for p in home.iterdir()) == ["secret"]  # no temporary file left behind

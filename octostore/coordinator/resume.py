@@ -37,13 +37,18 @@ from .shuffle import delete_unreferenced, shuffle_for
 log = logging.getLogger(__name__)
 
 
-def stored_meta(paths: JobPaths) -> dict[str, object]:
-    """A job's stored facts (read-only), or StoreError naming the damaged path."""
+def open_state_readonly(paths: JobPaths) -> StateStore:
+    """A job's state store for reading, or StoreError naming the damaged path."""
     try:
-        state = StateStore(paths.state, 1 << 20, readonly=True)
+        return StateStore(paths.state, 1 << 20, readonly=True)
     except lmdb.Error as e:
         raise StoreError(f"{paths.state}: the job's state store is damaged: {e}",
                          "its results cannot be trusted; run the job again under a new id") from None
+
+
+def stored_meta(paths: JobPaths) -> dict[str, object]:
+    """A job's stored facts (read-only), or StoreError naming the damaged path."""
+    state = open_state_readonly(paths)
     try:
         return state.meta()
     finally:

@@ -18,7 +18,8 @@ tested by calling it (tests/test_scheduler.py), as distributed's
     AttemptFailed (user code raised)            Discard, RecordFailure, Assign | EnterPhase(FAILED)
     WorkerLost (its connection ended)           Discard (its attempts run again)
     WorkerExited (a local process was reaped)   RecordFailure (it died mid-task) | Warn, StartWorkers
-    Tick (the clock)                            LoseWorker (lease expired), Assign (backups)
+    Tick (the clock)                            LoseWorker (lease expired), Assign (backups), Warn
+                                                (a stuck task), EnterPhase(FAILED) (no workers left)
     Heard (any message: the lease renews)       nothing
     Abort / Halt (the job cannot / must not go on)  EnterPhase(FAILED) / nothing more is assigned
 
@@ -29,13 +30,22 @@ What happens when a worker dies mid-task:
    server sends ``WorkerLost``: each attempt the worker held is discarded, and
    a task left with no running attempt goes to the *front* of the queue.
 2. If it was a local process, the pool reaps it and the server sends
-   ``WorkerExited``.  A non-zero exit (a signal, a segfault, an OOM kill) while
-   it ran an attempt counts as a failure of that attempt's task, like an
-   exception: a task that keeps killing its workers fails the job after
-   ``max_attempts`` (Dask's ``allowed-failures``), not never.  A lost remote
-   worker does not count: a network fault is not the task's.
+   ``WorkerExited``.  Any exit while it ran an attempt (a signal, a segfault,
+   an OOM kill, even ``os._exit(0)`` in mapfn) counts as a failure of that
+   attempt's task, like an exception: a task that keeps killing its workers
+   fails the job after ``max_attempts`` (Dask's ``allowed-failures``), not
+   never.  A worker the server dropped for what it sent (``WorkerLost.fault``:
+   a frame over the limit, a message out of place) fails its attempt at once,
+   local or remote.  A remote worker that is merely lost does not count: a
+   network fault is not the task's.
 3. Unless the job is over or halted, a replacement is started, up to
-   ``MAX_RESPAWNS_PER_WORKER`` per worker the job started with.
+   ``MAX_RESPAWNS_PER_WORKER`` per worker the job started with.  A job whose
+   own workers are all gone with no replacement left fails after
+   ``no_workers_timeout_s`` (a job of ``octo server``, whose clients come by
+   hand, waits).
+
+A task that runs ``STUCK_AFTER`` times its phase's median (and at least
+``STUCK_MIN_S``) is reported once (``Warn``): it may be stuck.
 
 Phases, as octo.py: MAP until every map task is done, then REDUCE, then DONE
 (or FAILED).  Tasks are handed out first come, first served; a worker runs
@@ -80,6 +90,12 @@ BACKUP_SLOWER_THAN = 1.5
 MAX_RESPAWNS_PER_WORKER = 10
 """Local workers restarted per original worker before the coordinator stops replacing them."""
 
+STUCK_AFTER = 10.0
+"""A task running this many times its phase's median duration gets a warning (once)..."""
+
+STUCK_MIN_S = 60.0
+"""...and only once it has run this long: short phases have tiny medians."""
+
 
 class Phase(enum.StrEnum):
     MAP = "map"
@@ -93,15 +109,19 @@ Worker = Any  # the server's handle for a connection; the scheduler only compare
 
 
 # -- events -------------------------------------------------------------------------------
+#
+# Events and actions are plain slotted dataclasses, never changed once made.  Not frozen: a frozen
+# dataclass takes 0.53 us to create against 0.15 us (Python 3.11, its __init__ goes through
+# object.__setattr__), and a task makes about nine of them (benchmarks/scheduling.py).
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class WorkerJoined:
     worker: Worker
     pid: int  # to match a local process the pool reaps later (WorkerExited)
     now: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class WorkerReady:
     """The worker holds no attempt and wants one."""
 
@@ -109,7 +129,7 @@ class WorkerReady:
     now: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Heard:
     """Any message from the worker: its lease runs from `now`."""
 
@@ -117,7 +137,7 @@ class Heard:
     now: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AttemptFinished:
     """The attempt's holder reported TaskDone (the server checked epoch and holder: fencing)."""
 
@@ -127,7 +147,7 @@ class AttemptFinished:
     now: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AttemptCommitted:
     """The durable commit of a finished attempt landed; `committed` is False if the task was already DONE."""
 
@@ -138,7 +158,7 @@ class AttemptCommitted:
     now: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AttemptFailed:
     """The attempt's user code raised (`error` holds the traceback); a contract error is never retried."""
 
@@ -151,15 +171,19 @@ class AttemptFailed:
     now: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class WorkerLost:
-    """The worker's connection ended (EOF, a protocol error, or LoseWorker carried out)."""
+    """The worker's connection ended (EOF, a protocol error, or LoseWorker carried out).
+
+    `fault` says why, when the coordinator dropped the worker for what it sent (a frame over
+    the limit, a message out of place): then its attempts fail, wherever the worker ran."""
 
     worker: Worker
     now: float
+    fault: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class WorkerExited:
     """A local worker process the pool started has exited with `code` (negative: a signal)."""
 
@@ -168,12 +192,12 @@ class WorkerExited:
     now: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Tick:
     now: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Abort:
     """The job cannot go on (a source read raised, the state store cannot commit): it fails."""
 
@@ -181,7 +205,7 @@ class Abort:
     now: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Halt:
     """Stop handing out work and starting workers (cancel, disk full); the job stays resumable."""
 
@@ -194,7 +218,7 @@ Event = (WorkerJoined | WorkerReady | Heard | AttemptFinished | AttemptCommitted
 
 # -- actions ------------------------------------------------------------------------------
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Assign:
     """Send the worker this attempt of a task."""
 
@@ -205,7 +229,7 @@ class Assign:
     is_backup: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Commit:
     """Queue the attempt's output for the durable group commit; report back with AttemptCommitted."""
 
@@ -221,7 +245,7 @@ class DiscardReason(enum.StrEnum):
     ALREADY_DONE = "the task was already done"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Discard:
     """Drop whatever the attempt wrote that is not committed; its results no longer count."""
 
@@ -232,7 +256,7 @@ class Discard:
     worker: Worker = None  # the worker that ran it, when that is why (WORKER_LOST)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RecordFailure:
     """Store the failed attempt's error durably; `is_final`: the task is FAILED (and so is the job)."""
 
@@ -245,7 +269,7 @@ class RecordFailure:
     is_final: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class EnterPhase:
     """The job entered `phase`: report it, store the job state; DONE and FAILED end serving."""
 
@@ -253,14 +277,14 @@ class EnterPhase:
     reason: str | None = None  # why it FAILED
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Dismiss:
     """Tell an idle worker the job is over (Shutdown)."""
 
     worker: Worker
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class LoseWorker:
     """The worker was silent past its lease: close its connection (WorkerLost follows)."""
 
@@ -268,7 +292,7 @@ class LoseWorker:
     silent_s: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StartWorkers:
     """Start `count` local workers (off the event loop); `reason` is for the log."""
 
@@ -276,7 +300,7 @@ class StartWorkers:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Warn:
     """Tell the user something they may act on (a log warning)."""
 
@@ -308,18 +332,21 @@ class _Policy:
     lease_s: float
     backup_tasks: bool
     respawns_left: int  # local workers the scheduler may still start as replacements
+    no_workers_timeout_s: float  # a job with none of its workers left, and no replacement allowed, fails then
+    launches_workers: bool  # the job started its own workers (else `octo server`: clients come by hand)
 
 
 class Scheduler:
     """One job's task lifecycle; ``handle`` is the only way to change it."""
 
     def __init__(self, map_tasks: int, reduce_tasks: int, *, max_attempts: int, lease_s: float,
-                 backup_tasks: bool = True, local_workers: int = 0, done: Iterable[TaskId] = (),
-                 failures: dict[TaskId, int] | None = None) -> None:
+                 backup_tasks: bool = True, local_workers: int = 0, no_workers_timeout_s: float = 60.0,
+                 done: Iterable[TaskId] = (), failures: dict[TaskId, int] | None = None) -> None:
         """`done` and `failures` come from the state store (a resumed job), so a task's
         failures and attempt numbers go on where they stopped."""
         self.totals = {TaskKind.MAP: map_tasks, TaskKind.REDUCE: reduce_tasks}
-        self._policy = _Policy(max_attempts, lease_s, backup_tasks, MAX_RESPAWNS_PER_WORKER * local_workers)
+        self._policy = _Policy(max_attempts, lease_s, backup_tasks, MAX_RESPAWNS_PER_WORKER * local_workers,
+                               no_workers_timeout_s, local_workers > 0)
         self._done: set[TaskId] = set(done)
         self._done_counts = {kind: sum(1 for k, _ in self._done if k == kind) for kind in TaskKind}
         self._failures: dict[TaskId, int] = dict(failures or {})  # attempts whose user code raised or crashed
@@ -333,6 +360,8 @@ class Scheduler:
         self._workers: dict[Worker, _WorkerInfo] = {}  # every connected worker
         self._lost_by_pid: dict[int, _Held] = {}  # lost workers' attempts, until their process is reaped
         self._exit_codes: dict[int, int] = {}  # processes reaped while their connection was still open
+        self._stuck_warned: set[TaskId] = set()
+        self._last_worker_at: float | None = None  # when a worker was last connected (None: not yet)
         self._is_halted = False
         self.phase = Phase.MAP
         self.failure: str | None = None
@@ -350,6 +379,7 @@ class Scheduler:
 
     def _on_worker_joined(self, e: WorkerJoined, actions: list[Action]) -> None:
         self._workers[e.worker] = _WorkerInfo(e.pid, e.now)
+        self._last_worker_at = e.now
 
     def _on_worker_ready(self, e: WorkerReady, actions: list[Action]) -> None:
         if self.is_finished:
@@ -383,7 +413,7 @@ class Scheduler:
         if task_id not in self._done:
             self._done.add(task_id)
             self._done_counts[e.kind] += 1
-        if self.phase.value == e.kind and self.done_count(e.kind) == self.totals[e.kind]:
+        if self.phase.value == e.kind and self._done_counts[e.kind] == self.totals[e.kind]:
             self._enter(Phase.REDUCE if e.kind is TaskKind.MAP else Phase.DONE, actions)
 
     def _on_attempt_failed(self, e: AttemptFailed, actions: list[Action]) -> None:
@@ -395,6 +425,7 @@ class Scheduler:
 
     def _on_worker_lost(self, e: WorkerLost, actions: list[Action]) -> None:
         info = self._workers.pop(e.worker, None)
+        self._last_worker_at = e.now
         if e.worker in self._idle:
             self._idle.remove(e.worker)
         held = [(task_id, attempt) for task_id, attempts in self._running.items()
@@ -402,7 +433,11 @@ class Scheduler:
         for (kind, task), attempt in held:
             actions.append(Discard(kind, task, attempt, DiscardReason.WORKER_LOST, e.worker))
             self._drop_attempt((kind, task), attempt, front=True)
-            if info is not None:  # if it was a local process and it crashed, the attempt counts
+            if e.fault is not None:
+                message = (f"{e.fault} while running {kind} task {task} "
+                           f"(attempt {attempt} of {self._policy.max_attempts})")
+                self._count_failure((kind, task), message, message, False, actions)
+            elif info is not None:  # if it was a local process and it exits, the attempt counts
                 self._lost_by_pid[info.pid] = _Held(kind, task, attempt)
         if info is not None and info.pid in self._exit_codes:  # reaped before its connection ended
             self._count_crash(info.pid, self._exit_codes.pop(info.pid), actions)
@@ -421,6 +456,37 @@ class Scheduler:
             if not info.is_expired and e.now - info.heard_at > self._policy.lease_s:
                 info.is_expired = True
                 actions.append(LoseWorker(worker, e.now - info.heard_at))
+        self._warn_of_stuck_tasks(e.now, actions)
+        self._fail_without_workers(e.now, actions)
+
+    def _warn_of_stuck_tasks(self, now: float, actions: list[Action]) -> None:
+        """Say once of a task that has run STUCK_AFTER times its phase's median (and a minute)."""
+        if self.is_finished:
+            return
+        finished = self._durations[TaskKind(self.phase.value)]
+        if not finished:
+            return
+        stuck_after = max(STUCK_MIN_S, STUCK_AFTER * statistics.median(finished))
+        for task_id, started in self._started.items():
+            if task_id not in self._stuck_warned and task_id in self._running and now - started > stuck_after:
+                self._stuck_warned.add(task_id)
+                actions.append(Warn(f"{task_id[0]} task {task_id[1]} has run for {now - started:.0f} s, over "
+                                    f"{STUCK_AFTER:g} times the median of its phase ({statistics.median(finished):.1f} "
+                                    "s); it may be stuck (see its worker's stack with py-spy dump)"))
+
+    def _fail_without_workers(self, now: float, actions: list[Action]) -> None:
+        """A job whose own workers are all gone, with no replacement left to start, fails in
+        bounded time instead of waiting forever (clients of `octo server` come by hand: no limit)."""
+        if self._workers:
+            self._last_worker_at = now
+            return
+        if (self.is_finished or self._is_halted or not self._policy.launches_workers
+                or self._policy.respawns_left > 0 or self._last_worker_at is None):
+            return
+        if now - self._last_worker_at > self._policy.no_workers_timeout_s:
+            self._fail(f"no worker has been connected for {self._policy.no_workers_timeout_s:g} s and no "
+                       "replacement may be started (every local worker was replaced "
+                       f"{MAX_RESPAWNS_PER_WORKER} times); see the workers' errors above", actions)
 
     def _on_abort(self, e: Abort, actions: list[Action]) -> None:
         self._fail(e.reason, actions)
@@ -445,9 +511,10 @@ class Scheduler:
         """A lost local worker's process exited: a crash while it ran an attempt counts, unless
         the task is done by now (then the user is only told)."""
         held = self._lost_by_pid.pop(pid, None)
-        if code == 0 or held is None:
+        if held is None or self._is_halted:  # halted: the coordinator itself stopped it
             return
-        message = (f"worker process {pid} died ({_exit_text(code)}) while running {held.kind} task {held.task} "
+        how = "exited (exit code 0)" if code == 0 else f"died ({_exit_text(code)})"  # os._exit(0) in mapfn, say
+        message = (f"worker process {pid} {how} while running {held.kind} task {held.task} "
                    f"(attempt {held.attempt} of {self._policy.max_attempts})")
         if self.is_finished or (held.kind, held.task) in self._done:
             actions.append(Warn(f"{message}; the task is done by now, so it does not count"))

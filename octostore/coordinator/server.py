@@ -135,10 +135,9 @@ class CoordinatorServer:
     def __init__(self, job: Job, job_id: str, config: Config, paths: JobPaths, state: StateStore,
                  secret: bytes, progress: Progress) -> None:
         meta = state.meta()
-        self.job, self.job_id, self.config, self.paths = job, job_id, config, paths
+        self.job_id, self.config, self.paths = job_id, config, paths
         self.state, self.epoch, self.progress = state, int(meta["epoch"]), progress
         self.partitions = int(meta["partitions"])
-        self.plan = config.memory_plan()  # the workers' shares of the budget, and the input batch size
         self.scheduler = _scheduler_from_state(state, config, int(meta["map_tasks"]), self.partitions)
         self.pool: WorkerPool | None = None  # set once the launched workers exist (submit.py)
         self.totals = Totals()
@@ -380,6 +379,7 @@ class CoordinatorServer:
         self._handle(WorkerJoined(worker, worker.pid, time.monotonic()))
         log.info("worker %s joined (octostore %s); %d connected", worker.name, hello.version, len(self.roster))
         self.progress.set_workers(self.roster.per_host())
+        fault: str | None = None
         try:
             await worker.channel.send(Welcome(self.job_id, self.epoch, self._functions, self._worker_settings))
             while True:
@@ -389,19 +389,23 @@ class CoordinatorServer:
                 if handler is None:
                     raise ProtocolError(f"unexpected message {msg.op} from a worker")
                 await handler(worker, msg)
-        except (ConnectionLost, ProtocolError) as e:
+        except ConnectionLost as e:
+            if not self.scheduler.is_finished:
+                log.warning("worker %s lost: %s", worker.name, e.message)
+        except ProtocolError as e:  # what it sent is wrong (a frame over the limit, say): its attempt fails
+            fault = f"worker {worker.name} was dropped ({e.message})"
             if not self.scheduler.is_finished:
                 log.warning("worker %s lost: %s", worker.name, e.message)
         except DiskFull as e:  # nothing was committed by the failed write: stop, resumable
             self._pause(e)
         finally:
-            self._lose(worker)
+            self._lose(worker, fault)
 
-    def _lose(self, worker: WorkerConn) -> None:
+    def _lose(self, worker: WorkerConn, fault: str | None) -> None:
         self.roster.remove(worker)
         self.progress.set_workers(self.roster.per_host())
         worker.channel.close()
-        self._handle(WorkerLost(worker, time.monotonic()))
+        self._handle(WorkerLost(worker, time.monotonic(), fault))
         if self.pool is not None and not self._closing:  # if it was our process, it is exiting: look soon
             asyncio.get_running_loop().call_later(0.2, lambda: self._spawn(self._reap_workers()))
 
@@ -523,15 +527,19 @@ def _scheduler_from_state(state: StateStore, config: Config, map_tasks: int, par
     records = [((kind, t), r) for kind in TaskKind for t, r in state.tasks(kind)]
     return Scheduler(map_tasks, partitions, max_attempts=config.max_attempts, lease_s=config.lease_s,
                      backup_tasks=config.backup_tasks, local_workers=config.resolved_workers(),
+                     no_workers_timeout_s=config.no_workers_timeout_s,
                      done=[task for task, r in records if r.state is TaskState.DONE],
                      failures={task: r.failures for task, r in records if r.failures})
 
 
+_KINDS = {kind.value: kind for kind in TaskKind}  # a dict lookup: TaskKind(text) costs ~0.5 us a message
+
+
 def _kind(text: str) -> TaskKind:
-    try:
-        return TaskKind(text)
-    except ValueError:
-        raise ProtocolError(f"unknown task kind {text!r}") from None
+    kind = _KINDS.get(text)
+    if kind is None:
+        raise ProtocolError(f"unknown task kind {text!r}")
+    return kind
 
 
 __all__ = ["CoordinatorServer"]

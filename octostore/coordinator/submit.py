@@ -37,7 +37,7 @@ from typing import Any
 from .. import __version__, failpoints
 from ..allocator import return_freed_memory
 from ..config import Config
-from ..errors import DiskFull, JobCancelled, JobError, JobFailed, UsageError, UserCodeError
+from ..errors import ConfigError, DiskFull, JobCancelled, JobError, JobFailed, UsageError, UserCodeError
 from ..home import JobPaths, job_paths, new_job_id, require_job
 from ..job import Job, check_pairs, format_user_traceback, load_job
 from ..launch.group import WorkerPool
@@ -83,12 +83,12 @@ def submit_job(job_path: Path, config: Config, secret: bytes, *, job_id: str | N
         check_pairs(job_path, job.functions.mapfn, keys[0], job.source[keys[0]])
     job_id = job_id or new_job_id()
     paths = job_paths(config.home, job_id)
-    if paths.root.exists():
+    if paths.root.exists():  # say so before any work; _make_job_folder decides a race
         raise UsageError(f"job {job_id!r} already exists in {paths.root}", "choose another --job-id")
     partitions = config.resolved_partitions(job.partitions)
     manifest = _plan_map_tasks(keys, config.resolved_map_tasks(len(keys)))
     _check_manifest(job, manifest)
-    paths.root.mkdir(parents=True)
+    _make_job_folder(paths, job_id)
     lock = JobLock(paths.lock, job_id)
     state = _create_state(paths, config, job, job_id, manifest, partitions)
     log.info("job %s: %s, %d source keys, %d map tasks, %d partitions", job_id, job.name, len(keys),
@@ -155,6 +155,18 @@ def _run_job(job: Job, job_id: str, config: Config, paths: JobPaths, state: Stat
     shuffle_for(config, paths, job_id, partitions).remove_job()  # after DONE: no reducer reads it again
     return JobReport(job_id, JobState.DONE, map_tasks, partitions, results, time.monotonic() - started,
                      totals, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, config.memory_budget_bytes)
+
+
+def _make_job_folder(paths: JobPaths, job_id: str) -> None:
+    """Create the job's folder in one mkdir: of two submits racing for one --job-id, the loser is told."""
+    try:
+        paths.root.parent.mkdir(parents=True, exist_ok=True)
+        paths.root.mkdir()
+    except FileExistsError:
+        raise UsageError(f"job {job_id!r} already exists in {paths.root}", "choose another --job-id") from None
+    except OSError as e:
+        raise ConfigError(f"$OCTO_HOME {paths.root.parent.parent}: cannot create the job's folder: "
+                          f"{e.strerror or e}", "set OCTO_HOME to a folder you can write") from None
 
 
 def _add_bytes_moved(state: StateStore, totals: Totals) -> None:

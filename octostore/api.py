@@ -6,6 +6,7 @@ CLI only parses arguments, calls one of these and prints.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import os
@@ -56,19 +57,22 @@ def resume(home: Path, job_id: str, *, reload: bool = False, on_listening: Calla
            **overrides: Any) -> JobReport:
     """Continue a job after any crash, with the config it was submitted with (`overrides` win).
 
-    Runs in the folder the job was submitted from, so relative paths in the job file
-    mean what they meant then."""
+    The job runs in the folder it was submitted from, so relative paths in the job file
+    mean what they meant then; the caller's working folder is back when this returns.
+    (Python has one working folder per process, not per thread: while the job runs, it
+    is the job's.)"""
     failpoints.check()
+    home = home.absolute()  # before the working folder changes
     paths = require_job(home, job_id)
     meta = stored_meta(paths)
     config = Config.from_stored(home, meta.get("config", {}), **overrides)  # type: ignore[arg-type]
-    check_paths_exist(config)  # the stored paths are absolute: checked before chdir as after
-    if os.path.isdir(str(meta.get("cwd", ""))):
-        os.chdir(str(meta["cwd"]))
+    check_paths_exist(config)  # the stored paths are absolute: checked here as in the job's folder
     _check_tls_files(config)
     secret = load_or_create_secret(home)
-    return resume_job(config, job_id, secret, reload=reload, launch=_launcher(config, secret),
-                      on_listening=on_listening)
+    submitted_from = str(meta.get("cwd", ""))
+    with contextlib.chdir(submitted_from) if os.path.isdir(submitted_from) else contextlib.nullcontext():
+        return resume_job(config, job_id, secret, reload=reload, launch=_launcher(config, secret),
+                          on_listening=on_listening)
 
 
 def cancel(home: Path, job_id: str, *, wait_s: float = 30.0) -> None:

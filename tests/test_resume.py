@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from octostore import api
 from octostore.failpoints import POINTS
 
 from . import oracle
@@ -95,3 +96,30 @@ def test_random_kill_loop(home: Path) -> None:
     print(f"\nrandom kills: {kills}, all resumed to the exact output; tasks redone per resume: "
           f"max {max(redone, default=0)}, median {redone[len(redone) // 2] if redone else 0}")
     assert kills >= 1
+
+
+def test_resume_runs_in_the_submit_folder_and_gives_the_caller_its_own_back(
+        home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A source that reads relative paths still finds its files when the job is resumed from another
+    folder, and the caller of api.resume (a notebook, a script) is not left in the job's folder."""
+    submitted_from, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    submitted_from.mkdir()
+    elsewhere.mkdir()
+    (submitted_from / "one.txt").write_text("b a b\n")
+    (submitted_from / "two.txt").write_text("c b\n")
+    job = submitted_from / "relative.py"
+    job.write_text("class Files:\n"
+                   "    def __iter__(self):\n        return iter(['one.txt', 'two.txt'])\n"
+                   "    def __getitem__(self, name):\n        return open(name).read()  # relative to the cwd\n\n"
+                   "source = Files()\n\n"
+                   "def mapfn(key, value):\n    for word in value.split():\n        yield word, 1\n\n"
+                   "def reducefn(key, values):\n    return key, len(values)\n\n"
+                   "def final(key, value):\n    print(key, value)\n")
+    monkeypatch.chdir(submitted_from)
+    crashed = octo(home, "submit", str(job), "--workers", "1", "--map-tasks", "2", "--job-id", "rel",
+                   "--progress", "off", OCTO_FAILPOINTS="after-map-commit:1")
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    monkeypatch.chdir(elsewhere)
+    api.resume(home, "rel", progress="off")  # the second map task reads two.txt again
+    assert capsys.readouterr().out == "a 1\nb 3\nc 1\n"
+    assert Path.cwd() == elsewhere

@@ -6,11 +6,13 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from octostore import __version__
 from octostore.config import MAX_FRAME_BYTES
 from octostore.home import read_secret
+from octostore.job import TRACEBACK_KEEP_FRAMES, format_user_traceback
 from octostore.protocol.channel import SyncChannel
 from octostore.protocol.messages import Hello, Refused
 
@@ -26,6 +28,7 @@ def test_piping_final_into_head_ends_the_job_cleanly(home: Path) -> None:
     )
     assert pipeline.stdout.splitlines() == oracle.final_output(job).splitlines()[:3]
     assert "stdout closed after" in pipeline.stderr and "octo results piped" in pipeline.stderr
+    assert f"{len(oracle.run(job))} results" in pipeline.stderr  # every stored result, not the printed ones
     again = octo(home, "results", "piped")
     assert again.returncode == 0
     assert again.stdout == "".join(f"{k}\t{v}\n" for k, v in oracle.run(job))
@@ -111,3 +114,27 @@ def test_progress_lines_show_the_workers_by_host(home: Path, tmp_path: Path) -> 
     host = os.uname().nodename
     phase_ends = [line for line in result.stderr.splitlines() if line.startswith("octo: map: ")]
     assert phase_ends and phase_ends[-1].endswith(f"; 2 workers: {host} x2"), result.stderr
+
+
+def test_a_runaway_recursion_s_traceback_keeps_its_ends_and_says_what_it_omits() -> None:
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(30_000)
+
+    def descend(n: int) -> int:
+        if n == 0:
+            raise ValueError("bottom")
+        return descend(n - 1)
+
+    try:
+        descend(20_000)
+    except ValueError as e:
+        started = time.monotonic()
+        text = format_user_traceback(e)
+        elapsed_s = time.monotonic() - started
+    finally:
+        sys.setrecursionlimit(limit)
+    frames = 20_001 + 1  # descend's, and this test's own
+    assert f"  ... {frames - 2 * TRACEBACK_KEEP_FRAMES} frames omitted ...\n" in text
+    assert text.startswith("Traceback (most recent call last):\n") and text.endswith("ValueError: bottom\n")
+    assert text.count("in descend") == 7 and "in test_a_runaway_recursion" in text  # 3 a block, repeats folded, the raise
+    assert len(text) < 5_000 and elapsed_s < 1.0

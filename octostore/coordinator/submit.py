@@ -283,7 +283,7 @@ def run_final(job: Job, state: StateStore, paths: JobPaths, config: Config) -> i
                     _silence_stdout()
                     log.warning("stdout closed after %d results; final() stopped there. All results are stored: "
                                 "octo results %s", count - 1, state.meta()["job_id"])
-                    return count
+                    final = None  # the rest are only counted: the summary reports every stored result
                 except Exception as e:  # user code
                     raise UserCodeError(f"final raised {type(e).__name__} on key {key!r:.80}: {e}",
                                         format_user_traceback(e), started=True) from None

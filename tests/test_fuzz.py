@@ -410,6 +410,7 @@ _REFUSAL_REASONS = (
     "expected hello, got",  # a correctly sealed message out of order (captured_and_replayed)
     "ConnectionResetError", "BrokenPipeError", "connection error:",  # our resets
     "TimeoutError",  # a stalled connection, after HANDSHAKE_TIMEOUT_S
+    "dropped: over",  # the oldest in its handshake, when MAX_HANDSHAKING were (coordinator/admission.py)
 )
 
 
@@ -429,7 +430,8 @@ def assert_every_connection_refused(server: Running, stalled: int) -> None:
     reasons = refusal_reasons(server)
     assert set(reasons) <= set(_REFUSAL_REASONS), reasons
     assert sum(reasons.values()) == _CONNECTIONS + stalled, reasons
-    assert reasons["TimeoutError"] == stalled, reasons
+    # A stalled connection times out, unless a burst of fuzz connections pushed it out first.
+    assert reasons["TimeoutError"] <= stalled <= reasons["TimeoutError"] + reasons["dropped: over"], reasons
     assert reasons["expected hello, got"] <= _PLAN[captured_and_replayed][0], reasons
 
 

@@ -14,8 +14,10 @@ import os
 import pathlib
 import pickle
 import random
+import resource
 import socket
 import struct
+import time
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,7 @@ from octostore.errors import AuthenticationError, OctoError, ProtocolError
 from octostore.protocol.frames import MAC_BYTES, Opener, Sealer, parse_length, recv_frame, send_frame
 from octostore.protocol.handshake import (
     COORDINATOR_TO_WORKER,
+    HANDSHAKE_TIMEOUT_S,
     MAGIC,
     WORKER_TO_COORDINATOR,
     accept_handshake,
@@ -227,6 +230,29 @@ def test_huge_lengths_and_garbage_are_refused_and_the_job_completes(home: Path) 
 
         assert finish_with_a_good_client(home, server, port) == oracle.final_output(JOB)
     finally:
+        server.kill()
+
+
+def test_a_flood_of_idle_connections_cannot_keep_a_real_worker_out(home: Path) -> None:
+    """400 connections that never say a word, against a coordinator allowed 256 descriptors: it
+    drops the oldest unauthenticated ones past MAX_HANDSHAKING, keeps serving, and a real client
+    still joins and finishes the job; the refusals do not flood stderr."""
+    server, port = start_server(home, JOB)
+    idle: list[socket.socket] = []
+    try:
+        resource.prlimit(server.proc.pid, resource.RLIMIT_NOFILE, (256, 256))
+        for _ in range(400):
+            idle.append(socket.create_connection(("127.0.0.1", port), timeout=WAIT_S))
+        started = time.monotonic()
+        assert finish_with_a_good_client(home, server, port) == oracle.final_output(JOB)
+        # Without the cap it got in too, but only once the idle ones' handshakes had timed out.
+        assert time.monotonic() - started < HANDSHAKE_TIMEOUT_S
+        refusals = [line for line in server.stderr_text().splitlines() if "refused a peer" in line]
+        assert 1 <= len(refusals) <= 400, refusals[:5]  # one line each, at most, for the oldest dropped
+        assert "Traceback" not in server.stderr_text()
+    finally:
+        for sock in idle:
+            sock.close()
         server.kill()
 
 

@@ -185,6 +185,7 @@ class CoordinatorServer:
         server = await asyncio.start_server(self._accept, self.config.bind, self.config.port,
                                             limit=1 << 20, reuse_address=True)
         host, port = server.sockets[0].getsockname()[:2]
+        asyncio.get_running_loop().set_exception_handler(self.admission.on_loop_error)
         self.shuffle.open()
         self._say_where_data_goes()
         self._enter_phase(EnterPhase(self.scheduler.phase, self.scheduler.failure))  # where the stored state is

@@ -48,8 +48,14 @@ Invariant: records in a run are sorted by key_enc, and records with equal
 key_enc are adjacent (the worker's sort makes it so; merge_runs and
 group_records rely on it, and tests/test_blocks.py checks the merge).
 
-These are pure functions on bytes: this module imports nothing from
-octostore, and nothing here does I/O.
+These are pure functions on bytes: from octostore this module imports only
+errors.py (``DamagedBlock``), and nothing here does I/O.
+
+Every block carries zstd's content checksum (the low 4 bytes of XXH64 of
+the uncompressed block, checked by ``unpack_block``), so a block whose bytes
+changed after they were written, in a spill store, a results store, a map
+file or on the wire, is refused as damaged, never decoded into other
+records.
 """
 
 from __future__ import annotations
@@ -64,6 +70,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from operator import itemgetter
 
 import zstandard
+
+from .errors import DamagedBlock
 
 try:
     from ._blocklayout import pack_layout, unpack_layout
@@ -102,7 +110,10 @@ def _compressor(level: int) -> zstandard.ZstdCompressor:
         cache = _per_thread.compressors = {}
     compressor = cache.get(level)
     if compressor is None:
-        compressor = cache[level] = zstandard.ZstdCompressor(level=level, write_content_size=True)
+        # write_checksum: each frame ends with 4 bytes of its content's XXH64, which decompress()
+        # verifies, so a damaged block is refused, never decoded into other records (#13).
+        compressor = cache[level] = zstandard.ZstdCompressor(level=level, write_content_size=True,
+                                                             write_checksum=True)
     return compressor
 
 
@@ -135,10 +146,14 @@ def pack_blocks(
 def unpack_block(block: bytes) -> list[Record]:
     """Return the records of one block made by pack_blocks, in order.
 
-    Raises ValueError if the block's columns and contents disagree, and
-    zstandard.ZstdError if it is not a zstd frame with its content size.
+    Raises DamagedBlock if the block fails its checksum, is not a zstd frame with
+    its content size, or its columns and contents disagree.  (Blocks written before
+    checksums existed decode unchecked.)
     """
-    return _unpack_layout(_decompressor().decompress(block))
+    try:
+        return _unpack_layout(_decompressor().decompress(block))
+    except (zstandard.ZstdError, ValueError) as e:
+        raise DamagedBlock(f"a block of {len(block)} bytes is damaged: {e}") from None
 
 
 def _layouts_compiled(records: list[Record], block_bytes: int) -> Iterator[bytes]:
@@ -228,7 +243,7 @@ def merge_blocks(runs: Sequence[Iterable[bytes]]) -> Iterator[list[Record]]:
     The batches, concatenated, are exactly ``merge_runs`` of the runs' records
     (ties keep run order).  Holds one decoded block per run and one batch.
     """
-    cursors = [c for c in (_Cursor(iter(run)) for run in runs) if c.records]
+    cursors = [c for c in (_Cursor(iter(run), i) for i, run in enumerate(runs)) if c.records]
     while cursors:
         bound = min(c.records[-1][0] for c in cursors)  # every record < bound is in hand
         batch: list[Record] = []
@@ -249,10 +264,11 @@ class _Cursor:
 
     Invariant: ``records`` is empty only when the run is exhausted."""
 
-    __slots__ = ("blocks", "records", "pos")
+    __slots__ = ("blocks", "run", "records", "pos")
 
-    def __init__(self, blocks: Iterator[bytes]) -> None:
+    def __init__(self, blocks: Iterator[bytes], run: int) -> None:
         self.blocks = blocks
+        self.run = run  # its index among the merged runs, named when a block is damaged
         self.records: list[Record] = []
         self.pos = 0
         self._next_block()
@@ -260,7 +276,10 @@ class _Cursor:
     def _next_block(self) -> None:
         self.records, self.pos = [], 0
         for block in self.blocks:
-            self.records = unpack_block(block)
+            try:
+                self.records = unpack_block(block)
+            except DamagedBlock as e:
+                raise DamagedBlock(e.message, self.run) from None
             if self.records:
                 return
 

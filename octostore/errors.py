@@ -85,6 +85,15 @@ class StoreError(UsageError):
     """Raised when a job's stores are missing or damaged (unknown job id, bad files)."""
 
 
+class DamagedBlock(OctoError):
+    """Raised by blocks.unpack_block when a block fails its checksum or does not decode: its bytes
+    changed after they were written (a disk, a file system, a hand); `run` is its run in a merge."""
+
+    def __init__(self, message: str, run: int | None = None) -> None:
+        super().__init__(message)
+        self.run = run
+
+
 class DiskFull(OctoError):
     """Raised by the stores when the disk under a job's folder is full; the job stops, resumable."""
 

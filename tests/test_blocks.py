@@ -21,6 +21,7 @@ from octostore.blocks import (
     pack_blocks,
     unpack_block,
 )
+from octostore.errors import DamagedBlock
 from octostore.keys import encode_key
 from octostore.worker.reduceside import ReceivedRuns
 
@@ -169,8 +170,33 @@ def test_pack_and_unpack_from_many_threads() -> None:
 def test_damaged_block_is_refused() -> None:
     whole = zstandard.ZstdDecompressor().decompress(next(pack_blocks([(b"key", 1, b"payload")])))
     cut = zstandard.ZstdCompressor().compress(whole[:-3])
-    with pytest.raises(ValueError, match="damaged block: its records need 30 bytes, the block holds 27"):
+    with pytest.raises(DamagedBlock, match="damaged block: its records need 30 bytes, the block holds 27"):
         list(unpack_block(cut))
+
+
+def test_a_flipped_bit_anywhere_in_a_block_never_decodes_into_other_records() -> None:
+    """Without the checksum, 9 in 60 flips in a results store printed wrong output (#13)."""
+    records = [(f"key-{i:04d}".encode(), 1, f"payload {i}".encode() * 3) for i in range(500)]
+    (block,) = pack_blocks(records)
+    assert unpack_block(block) == records
+    refused = 0
+    for position in range(len(block)):  # every byte, one bit each
+        damaged = bytearray(block)
+        damaged[position] ^= 1 << (position % 8)
+        try:
+            assert unpack_block(bytes(damaged)) == records  # a bit zstd does not use: the same records
+        except DamagedBlock:
+            refused += 1
+    assert refused >= len(block) - 10, (refused, len(block))
+
+
+def test_a_damaged_block_in_a_merge_names_its_run() -> None:
+    good = list(pack_blocks([(b"a", 1, b"x"), (b"c", 1, b"y")]))
+    damaged = bytearray(next(pack_blocks([(b"b", 1, b"z")])))
+    damaged[len(damaged) // 2] ^= 0xFF
+    with pytest.raises(DamagedBlock) as e:
+        list(merge_blocks([good, [bytes(damaged)]]))
+    assert e.value.run == 1
 
 
 def test_many_runs_are_merged_in_groups_with_the_same_result() -> None:

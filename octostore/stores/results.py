@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..blocks import merge_blocks
+from ..errors import DamagedBlock, StoreError
 from ..keys import decode_keys
 from .outputs import ResultSegments
 from .segments import SegmentStore
@@ -27,11 +28,14 @@ def iter_results(state: StateStore, results: SegmentStore) -> Iterator[tuple[Any
 def iter_result_batches(state: StateStore, results: SegmentStore) -> Iterator[tuple[list[Any], list[Any]]]:
     """Yield every committed result in key order as batches (keys, values): a loop over a
     hundred million results pays for one generator step per batch, not per result."""
-    runs = [
-        results.iter_blocks(record.output.segments)
-        for _, record in state.tasks("reduce")
-        if record.state is TaskState.DONE and isinstance(record.output, ResultSegments)
-    ]
-    for batch in merge_blocks(runs):
-        keys_enc, _, payloads = zip(*batch)
-        yield decode_keys(list(keys_enc)), list(map(pickle.loads, payloads))
+    done = [(task, record.output.segments) for task, record in state.tasks("reduce")
+            if record.state is TaskState.DONE and isinstance(record.output, ResultSegments)]
+    try:
+        for batch in merge_blocks([results.iter_blocks(segments) for _, segments in done]):
+            keys_enc, _, payloads = zip(*batch)
+            yield decode_keys(list(keys_enc)), list(map(pickle.loads, payloads))
+    except DamagedBlock as e:
+        task = done[e.run][0] if e.run is not None else "?"
+        raise StoreError(f"{results.path}: the results of reduce task {task} are damaged ({e.message})",
+                         "the results printed before this line are correct, the rest are not printed; "
+                         "run the job again under a new id to recompute them") from None

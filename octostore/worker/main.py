@@ -39,7 +39,7 @@ import zstandard
 
 from .. import __version__
 from ..allocator import return_freed_memory
-from ..errors import ConnectionLost, JobError, ProtocolError, ReduceFailed, UsageError
+from ..errors import ConnectionLost, DamagedBlock, JobError, ProtocolError, ReduceFailed, UsageError
 from ..files import read_file
 from ..job import WorkerFunctions, format_user_traceback, unpack_functions
 from ..protocol.channel import SyncChannel
@@ -382,6 +382,11 @@ class Worker:
             return TaskFailed(kind, task.task, task.attempt, task.epoch, message, "", True)  # a contract error
         except ReduceFailed as e:
             return self._failed(task, kind, "reducefn", e.key, e.cause)
+        except DamagedBlock as e:  # not the user's bug, and the same bytes would fail again: no retry
+            message = (f"{kind} task {task.task} (attempt {task.attempt}): its input from the map tasks is "
+                       f"damaged ({e.message})\nhint: the map output on disk changed after it was written; "
+                       "run the job again under a new id")
+            return TaskFailed(kind, task.task, task.attempt, task.epoch, message, "", True)
         except Exception as e:  # user code: mapfn, combinefn, partitionfn
             return self._failed(task, kind, fn_name, key, e)
         return None

@@ -15,8 +15,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from octostore.coordinator.scheduler import (
-    MAX_RESPAWNS_PER_WORKER,
+from octostore.coordinator.events import (
     Abort,
     Action,
     Assign,
@@ -34,7 +33,6 @@ from octostore.coordinator.scheduler import (
     LoseWorker,
     Phase,
     RecordFailure,
-    Scheduler,
     StartWorkers,
     Tick,
     Warn,
@@ -43,6 +41,7 @@ from octostore.coordinator.scheduler import (
     WorkerLost,
     WorkerReady,
 )
+from octostore.coordinator.scheduler import MAX_RESPAWNS_PER_WORKER, Scheduler
 from octostore.coordinator.submit import _plan_map_tasks
 from octostore.tasks import TaskKind
 

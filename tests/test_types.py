@@ -11,7 +11,8 @@ from .conftest import ROOT
 
 STRICT = ["octostore/keys.py", "octostore/blocks.py", "octostore/protocol", "octostore/stores",
           "octostore/tasks.py", "octostore/settings.py", "octostore/config.py",
-          "octostore/coordinator/scheduler.py", "octostore/coordinator/shuffle.py", "octostore/coordinator/inputs.py",
+          "octostore/coordinator/scheduler.py", "octostore/coordinator/events.py",
+          "octostore/coordinator/shuffle.py", "octostore/coordinator/inputs.py",
           "octostore/coordinator/roster.py", "octostore/worker/shuffle.py"]
 
 

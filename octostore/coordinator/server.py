@@ -87,9 +87,7 @@ from ..stores.state import JobState, StateStore, TaskState
 from ..tasks import TaskKind
 from .admission import Admission
 from .commits import GroupCommit
-from .inputs import SourceValues, map_inputs_for
-from .roster import Roster, Totals, WorkerConn, write_live_status
-from .scheduler import (
+from .events import (
     Abort,
     Assign,
     AttemptCommitted,
@@ -106,7 +104,6 @@ from .scheduler import (
     LoseWorker,
     Phase,
     RecordFailure,
-    Scheduler,
     StartWorkers,
     Tick,
     Warn,
@@ -115,6 +112,9 @@ from .scheduler import (
     WorkerLost,
     WorkerReady,
 )
+from .inputs import SourceValues, map_inputs_for
+from .roster import Roster, Totals, WorkerConn, write_live_status
+from .scheduler import Scheduler
 from .shuffle import runs_of, shuffle_for
 
 log = logging.getLogger(__name__)

@@ -17,13 +17,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import lmdb
+
 from . import failpoints
 from .config import Config
 from .config_file import load_config_file
 from .coordinator.resume import open_state_readonly, stored_meta
 from .coordinator.submit import JobReport, Launch, resume_job, submit_job
 from .errors import JobFailed, StoreError, UsageError
-from .home import load_or_create_secret, read_secret, require_job
+from .home import JobPaths, load_or_create_secret, read_secret, require_job
 from .jobinfo import job_status, list_jobs
 from .launch.group import WorkerGroup
 from .launch.hosts import Host, parse_hosts, read_hosts
@@ -31,7 +33,7 @@ from .launch.local import start_local_workers
 from .protocol.tls import server_context
 from .settings import check_paths_exist
 from .stores.lock import is_locked, read_holder
-from .stores.results import iter_results
+from .stores.results import expected_blocks, iter_results
 from .stores.segments import SegmentStore
 from .stores.state import JobState
 from .worker.main import run_worker
@@ -250,7 +252,11 @@ def results(home: Path, job_id: str) -> Iterator[tuple[Any, Any]]:
         state.close()
         raise StoreError(f"job {job_id!r} is {job_state}, so its results are incomplete",
                          "only a finished job's results can be printed")
-    store = SegmentStore(paths.results, 1 << 20, readonly=True) if (paths.results / "data.mdb").exists() else None
+    try:
+        store = _open_results(paths, expected_blocks(state))
+    except BaseException:
+        state.close()
+        raise
     try:
         if store is not None:
             yield from iter_results(state, store)
@@ -258,3 +264,18 @@ def results(home: Path, job_id: str) -> Iterator[tuple[Any, Any]]:
         if store is not None:
             store.close()
         state.close()
+
+
+def _open_results(paths: JobPaths, blocks_expected: int) -> SegmentStore | None:
+    """The job's results store, read-only; None if it has none and should have none; else a
+    StoreError naming it (missing, cut short, not LMDB)."""
+    if not (paths.results / "data.mdb").exists():
+        if blocks_expected:
+            raise StoreError(f"{paths.results}: the results store is missing; the state store says it holds "
+                             f"{blocks_expected} blocks", "run the job again under a new id")
+        return None
+    try:
+        return SegmentStore(paths.results, 1 << 20, readonly=True)
+    except lmdb.Error as e:
+        raise StoreError(f"{paths.results}: the results store is damaged: {e}",
+                         "run the job again under a new id") from None

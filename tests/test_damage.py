@@ -7,9 +7,13 @@ data.mdb by its bytes), then runs the real `octo` command on them.
 
 from __future__ import annotations
 
+import os
 import random
+import shutil
 import signal
 from pathlib import Path
+
+import pytest
 
 from octostore.home import job_paths
 from octostore.stores.segments import SegmentStore
@@ -63,3 +67,22 @@ def test_damaged_map_output_fails_the_reduce_once_as_damage_not_as_the_user_s_bu
     assert resumed.stdout == ""  # nothing wrong printed
     assert "its input from the map tasks is damaged" in resumed.stderr, resumed.stderr
     assert "reducefn raised" not in resumed.stderr and "retrying" not in resumed.stderr
+
+
+@pytest.mark.parametrize("how", ["deleted", "empty", "half"])
+def test_a_results_store_deleted_or_cut_short_is_an_error_not_an_empty_success(home: Path, how: str) -> None:
+    """Before: exit 0 printing nothing (deleted, empty), or SIGBUS with no message (half)."""
+    done = octo(home, "submit", str(JOB), "--workers", "2", "--job-id", "cut", "--progress", "off")
+    assert done.returncode == 0, done.stderr
+    data = job_paths(home, "cut").results / "data.mdb"
+    if how == "deleted":
+        shutil.rmtree(data.parent)
+    else:
+        os.truncate(data, 0 if how == "empty" else data.stat().st_size // 2)
+    for command in (["results", "cut"], ["resume", "cut"]):  # resume of a DONE job runs final() again
+        result = octo(home, *command)
+        assert result.returncode in (1, 2), (command, result.returncode, result.stderr)
+        error = result.stderr.splitlines()[-2 if result.stderr.splitlines()[-1].startswith("hint:") else -1]
+        assert error.startswith(f"octo: error: {data.parent}"), (command, result.stderr)
+        assert "Traceback" not in result.stderr
+        assert result.stdout == "" or oracle.final_output(JOB).startswith(result.stdout)

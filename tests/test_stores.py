@@ -168,7 +168,7 @@ def test_task_outputs_are_tagged_and_round_trip_through_the_store(tmp_path: Path
     state.create_job({"job_id": "j"}, [["a"], ["b"], ["c"]], 1)
     outputs = {("map", 0): SpillRuns([(0, [1, 2]), (1, [3])]),
                ("map", 1): FileRuns("/shared/j/map-000001-a1-e1.run", [(0, [(0, 10), (10, 5)])]),
-               ("reduce", 0): ResultSegments([4, 5])}
+               ("reduce", 0): ResultSegments([4, 5], 7)}
     for (kind, task), output in outputs.items():
         assert state.commit_task(kind, task, 1, output)
     state.close()
@@ -182,7 +182,8 @@ def test_untagged_outputs_of_older_stores_read_as_the_same_shapes() -> None:
     assert unpack_output([[0, [1, 2]], [1, [3]]]) == SpillRuns([(0, [1, 2]), (1, [3])])
     assert unpack_output([[0, {"file": "/s/m.run", "blocks": [[0, 10]]}], [1, {"file": "/s/m.run", "blocks": []}]]) \
         == FileRuns("/s/m.run", [(0, [(0, 10)]), (1, [])])
-    assert unpack_output([4, 5]) == ResultSegments([4, 5])
+    assert unpack_output([4, 5]) == ResultSegments([4, 5])  # blocks not counted then
+    assert unpack_output(["results", [4, 5]]) == ResultSegments([4, 5], None)
     assert unpack_output([]) is None
     with pytest.raises(ValueError, match="unknown task output 'tape'"):
         unpack_output(["tape", 1])

@@ -126,6 +126,7 @@ class _Attempt:
 
     map_output: Any = None  # a map attempt's: what the shuffle's begin_map() made (shuffle.py)
     results: list[int] = field(default_factory=list)  # a reduce attempt's segments in the results store
+    result_blocks: int = 0  # ... and the blocks they hold, recorded with them
     stats: dict[str, int] = field(default_factory=dict)  # from TaskDone, counted once the commit lands
 
 
@@ -299,7 +300,7 @@ class CoordinatorServer:
         if a.kind is TaskKind.MAP:
             output: TaskOutput = self.shuffle.committed(attempt.map_output)
         else:
-            output = ResultSegments(attempt.results)
+            output = ResultSegments(attempt.results, attempt.result_blocks)
         self._commits.add((a.kind, a.task, a.attempt, output), committed)
 
     def _discard(self, a: Discard) -> None:
@@ -469,6 +470,7 @@ class CoordinatorServer:
         attempt = self._held(worker, TaskKind.REDUCE, msg.task, msg.attempt)
         if attempt is not None:
             attempt.results.append(self.results.append_segment(msg.blocks))
+            attempt.result_blocks += len(msg.blocks)
             self._results_appended = True
 
     async def _on_task_done(self, worker: WorkerConn, msg: TaskDone) -> None:

@@ -47,13 +47,15 @@ class FileRuns:
 
 @dataclass(frozen=True, slots=True)
 class ResultSegments:
-    """Reduce output: segment ids in the results store, in key order."""
+    """Reduce output: segment ids in the results store, in key order, and how many blocks they
+    hold (None in records written before it was counted), so a short or missing store is caught."""
 
     TAG: ClassVar[str] = "results"
     segments: list[int]
+    blocks: int | None = None
 
     def pack(self) -> list[Any]:
-        return [self.TAG, self.segments]
+        return [self.TAG, self.segments, self.blocks]
 
 
 TaskOutput = SpillRuns | FileRuns | ResultSegments
@@ -73,7 +75,7 @@ def unpack_output(packed: Any) -> TaskOutput | None:
     if tag == FileRuns.TAG:
         return FileRuns(packed[1], [(p, [(o, n) for o, n in ranges]) for p, ranges in packed[2]])
     if tag == ResultSegments.TAG:
-        return ResultSegments(packed[1])
+        return ResultSegments(packed[1], packed[2] if len(packed) > 2 else None)
     if not isinstance(tag, str):
         return _legacy(packed)
     raise ValueError(f"unknown task output {tag!r}")

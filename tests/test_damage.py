@@ -86,3 +86,73 @@ def test_a_results_store_deleted_or_cut_short_is_an_error_not_an_empty_success(h
         assert error.startswith(f"octo: error: {data.parent}"), (command, result.stderr)
         assert "Traceback" not in result.stderr
         assert result.stdout == "" or oracle.final_output(JOB).startswith(result.stdout)
+
+
+def test_random_bit_flips_in_a_results_store_never_print_wrong_output(home: Path) -> None:
+    """Seeded: each trial flips one random bit anywhere in the finished job's results data.mdb (blocks,
+    LMDB's own pages, free space), then prints the results.  Every trial must print the exact results,
+    or a prefix of them and end with one clear error naming the store; never other output, a traceback
+    or a signal."""
+    done = octo(home, "submit", str(JOB), "--workers", "2", "--job-id", "flips", "--progress", "off")
+    assert done.returncode == 0, done.stderr
+    data = job_paths(home, "flips").results / "data.mdb"
+    pristine = data.read_bytes()
+    expected = "".join(f"{k}\t{v}\n" for k, v in oracle.run(JOB))
+    rng = random.Random(20261206)
+    outcomes: dict[str, int] = {}
+    for _ in range(TRIALS):
+        damaged = bytearray(pristine)
+        damaged[rng.randrange(len(damaged))] ^= 1 << rng.randrange(8)
+        data.write_bytes(bytes(damaged))
+        result = octo(home, "results", "flips")
+        assert result.returncode >= 0, f"killed by signal {-result.returncode}: {result.stderr}"
+        assert "Traceback" not in result.stderr, result.stderr
+        if result.returncode == 0:
+            assert result.stdout == expected  # the flip hit nothing that is read
+            outcomes["exact"] = outcomes.get("exact", 0) + 1
+            continue
+        assert expected.startswith(result.stdout), "wrong output printed"
+        assert result.stderr.startswith(f"octo: error: {data.parent}"), result.stderr
+        reason = "damaged block" if "are damaged" in result.stderr else "other error"
+        outcomes[reason] = outcomes.get(reason, 0) + 1
+    data.write_bytes(pristine)
+    print(f"\n{TRIALS} bit flips in a results store: {outcomes}")
+    assert sum(outcomes.values()) == TRIALS
+
+
+def test_random_bit_flips_in_a_stopped_job_s_spill_never_resume_to_wrong_output(home: Path) -> None:
+    """Seeded: a job stopped after its map phase gets one random bit flipped in one of its spill
+    stores, then `octo resume`: the exact output, or one clear error and nothing wrong printed."""
+    stopped = octo(home, "submit", str(JOB), "--workers", "2", "--job-id", "sflips", "--progress", "off",
+                   OCTO_FAILPOINTS="before-reduce-commit")
+    assert stopped.returncode == -signal.SIGKILL, stopped.stderr
+    folder = job_paths(home, "sflips").root
+    pristine = folder.parent / "sflips.pristine"
+    shutil.copytree(folder, pristine)
+    expected = oracle.final_output(JOB)
+    rng = random.Random(7)
+    outcomes: dict[str, int] = {}
+    for _ in range(SPILL_TRIALS):
+        shutil.rmtree(folder)
+        shutil.copytree(pristine, folder)
+        stores = sorted(p / "data.mdb" for p in (folder / "spill").iterdir() if (p / "data.mdb").exists())
+        data = rng.choice(stores)
+        damaged = bytearray(data.read_bytes())
+        damaged[rng.randrange(len(damaged))] ^= 1 << rng.randrange(8)
+        data.write_bytes(bytes(damaged))
+        result = octo(home, "resume", "sflips")
+        assert result.returncode >= 0 and "Traceback" not in result.stderr, result.stderr
+        if result.returncode == 0:
+            assert result.stdout == expected
+            outcomes["exact"] = outcomes.get("exact", 0) + 1
+        else:
+            assert result.stdout == "", "wrong output printed"
+            assert "reducefn raised" not in result.stderr and "octo: error: " in result.stderr, result.stderr
+            outcomes["error"] = outcomes.get("error", 0) + 1
+    print(f"\n{SPILL_TRIALS} bit flips in a stopped job's spill stores: {outcomes}")
+
+
+TRIALS = int(os.environ.get("OCTO_TEST_FLIP_TRIALS", "60"))
+"""Bit flips per corruption test; the closing note's figures come from a run with more."""
+
+SPILL_TRIALS = max(1, TRIALS // 6)  # each resumes a job: ~1.5 s a trial

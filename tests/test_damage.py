@@ -152,6 +152,24 @@ def test_random_bit_flips_in_a_stopped_job_s_spill_never_resume_to_wrong_output(
     print(f"\n{SPILL_TRIALS} bit flips in a stopped job's spill stores: {outcomes}")
 
 
+def test_a_spill_segment_lost_before_resume_is_an_error_not_missing_pairs(home: Path) -> None:
+    """A spill store that lost a segment (a key flipped in LMDB's tree looks the same) would give
+    counts too low with exit 0; the block counts in the state store catch it."""
+    stopped = octo(home, "submit", str(JOB), "--workers", "2", "--job-id", "lost", "--progress", "off",
+                   OCTO_FAILPOINTS="before-reduce-commit")
+    assert stopped.returncode == -signal.SIGKILL, stopped.stderr
+    partition = job_paths(home, "lost").partition_spill(0)
+    store = SegmentStore(partition, 1 << 20)
+    try:
+        store.delete_segments(store.segment_ids()[:1])
+    finally:
+        store.close()
+    resumed = octo(home, "resume", "lost")
+    assert resumed.returncode == 1 and resumed.stdout == "", resumed.stderr
+    assert f"octo: error: {partition}: map task " in resumed.stderr, resumed.stderr
+    assert "blocks for partition 0, the spill store holds" in resumed.stderr
+
+
 TRIALS = int(os.environ.get("OCTO_TEST_FLIP_TRIALS", "60"))
 """Bit flips per corruption test; the closing note's figures come from a run with more."""
 

@@ -166,7 +166,7 @@ def test_group_commit_flushes_appended_stores_then_commits_a_batch_once(tmp_path
 def test_task_outputs_are_tagged_and_round_trip_through_the_store(tmp_path: Path) -> None:
     state = StateStore(tmp_path / "state", 1 << 20)
     state.create_job({"job_id": "j"}, [["a"], ["b"], ["c"]], 1)
-    outputs = {("map", 0): SpillRuns([(0, [1, 2]), (1, [3])]),
+    outputs = {("map", 0): SpillRuns([(0, [1, 2]), (1, [3])], [5, 1]),
                ("map", 1): FileRuns("/shared/j/map-000001-a1-e1.run", [(0, [(0, 10), (10, 5)])]),
                ("reduce", 0): ResultSegments([4, 5], 7)}
     for (kind, task), output in outputs.items():
@@ -179,7 +179,8 @@ def test_task_outputs_are_tagged_and_round_trip_through_the_store(tmp_path: Path
 
 
 def test_untagged_outputs_of_older_stores_read_as_the_same_shapes() -> None:
-    assert unpack_output([[0, [1, 2]], [1, [3]]]) == SpillRuns([(0, [1, 2]), (1, [3])])
+    assert unpack_output([[0, [1, 2]], [1, [3]]]) == SpillRuns([(0, [1, 2]), (1, [3])])  # blocks not counted
+    assert unpack_output(["spill", [[0, [1, 2]]]]) == SpillRuns([(0, [1, 2])], None)
     assert unpack_output([[0, {"file": "/s/m.run", "blocks": [[0, 10]]}], [1, {"file": "/s/m.run", "blocks": []}]]) \
         == FileRuns("/s/m.run", [(0, [(0, 10)]), (1, [])])
     assert unpack_output([4, 5]) == ResultSegments([4, 5])  # blocks not counted then

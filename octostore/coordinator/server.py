@@ -431,6 +431,9 @@ class CoordinatorServer:
             await worker.channel.send(InputEnd())
         except (ConnectionLost, OSError):
             worker.channel.close()  # the reader task sees it and requeues the task
+        except StoreError as e:  # a store lost data: no attempt can fix it
+            self._handle(Abort(e.message + (f"\nhint: {e.hint}" if e.hint else ""), time.monotonic()))
+            worker.channel.close()
         except Exception as e:  # the job's source raised while we read it
             self._handle(Abort(f"reading source for map task {a.task} failed: {type(e).__name__}: {e}\n"
                                + format_user_traceback(e), time.monotonic()))

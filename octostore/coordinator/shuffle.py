@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -99,14 +100,25 @@ def committed_map_outputs(state: StateStore) -> list[TaskOutput]:
 
 
 def runs_of(state: StateStore, partition: int) -> list[Any]:
-    """Where each committed run's piece of `partition` is: segment ids, or (path, ranges)."""
+    """Where each committed run's piece of `partition` is: (map task, segment ids, their block
+    count or None), or (path, ranges)."""
     pieces: list[Any] = []
-    for output in committed_map_outputs(state):
+    for task, record in state.tasks(TaskKind.MAP):
+        output = record.output if record.state is TaskState.DONE else None
         if isinstance(output, SpillRuns):
-            pieces += [segments for p, segments in output.runs if p == partition]
+            counts: list[int | None] = list(output.blocks) if output.blocks else [None] * len(output.runs)
+            pieces += [(task, segments, n) for (p, segments), n in zip(output.runs, counts) if p == partition]
         elif isinstance(output, FileRuns):
             pieces += [(output.path, ranges) for p, ranges in output.runs if p == partition]
     return pieces
+
+
+@dataclass
+class _SpillWrites:
+    """What one map attempt has appended to the spill stores, per (partition, run)."""
+
+    segments: dict[tuple[int, int], list[int]] = field(default_factory=dict)
+    blocks: dict[tuple[int, int], int] = field(default_factory=dict)
 
 
 class PayloadShuffle:
@@ -128,14 +140,16 @@ class PayloadShuffle:
         for store in self.spill:
             store.close()
 
-    def begin_map(self) -> dict[tuple[int, int], list[int]]:
-        return {}  # (partition, run) -> segment ids, as they arrive
+    def begin_map(self) -> _SpillWrites:
+        return _SpillWrites()
 
-    def accept_segment(self, pending: dict[tuple[int, int], list[int]], msg: Segment) -> None:
+    def accept_segment(self, pending: _SpillWrites, msg: Segment) -> None:
         if not 0 <= msg.partition < self._partitions:
             raise ProtocolError(f"map task {msg.task} attempt {msg.attempt}: no partition {msg.partition}")
         store = self.spill[msg.partition]
-        pending.setdefault((msg.partition, msg.run), []).append(store.append_segment(msg.blocks))
+        piece = (msg.partition, msg.run)
+        pending.segments.setdefault(piece, []).append(store.append_segment(msg.blocks))
+        pending.blocks[piece] = pending.blocks.get(piece, 0) + len(msg.blocks)
         self._appended.add(store)
 
     def accept_map_file(self, pending: Any, msg: MapFile, epoch: int) -> str | None:
@@ -144,13 +158,14 @@ class PayloadShuffle:
     def is_complete(self, pending: Any) -> bool:
         return True
 
-    def committed(self, pending: dict[tuple[int, int], list[int]]) -> SpillRuns:
-        by_run = sorted(pending.items(), key=lambda item: (item[0][1], item[0][0]))
-        return SpillRuns([(partition, segments) for (partition, _run), segments in by_run])
+    def committed(self, pending: _SpillWrites) -> SpillRuns:
+        pieces = sorted(pending.segments, key=lambda piece: (piece[1], piece[0]))  # run, then partition
+        return SpillRuns([(piece[0], pending.segments[piece]) for piece in pieces],
+                         [pending.blocks[piece] for piece in pieces])
 
-    def drop(self, task: int, attempt: int, epoch: int, pending: dict[tuple[int, int], list[int]]) -> None:
+    def drop(self, task: int, attempt: int, epoch: int, pending: _SpillWrites) -> None:
         try:
-            for (partition, _), segments in pending.items():
+            for (partition, _), segments in pending.segments.items():
                 self.spill[partition].delete_segments(segments)
         except (DiskFull, StoreError) as e:
             log.debug("segments of a discarded attempt stay until resume collects them: %s", e.message)
@@ -176,17 +191,21 @@ class PayloadShuffle:
 
     async def send_runs(self, channel: AsyncChannel, partition: int, runs: list[Any]) -> None:
         store = self.spill[partition]
-        for run, segments in enumerate(runs):
+        for run, (task, segments, expected) in enumerate(runs):
             batch: list[bytes] = []
-            size = 0
+            size = sent = 0
             for block in store.iter_blocks(segments):
                 batch.append(block)
-                size += len(block)
+                size, sent = size + len(block), sent + 1
                 if size >= self._batch_bytes:
                     await channel.send(RunBlocks(run, batch))
                     batch, size = [], 0
             if batch:
                 await channel.send(RunBlocks(run, batch))
+            if expected is not None and sent != expected:
+                raise StoreError(f"{store.path}: map task {task} wrote {expected} blocks for partition {partition}, "
+                                 f"the spill store holds {sent}", "the spill store lost data; run the job again "
+                                 "under a new id")
         store.release()
 
 

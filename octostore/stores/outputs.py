@@ -23,13 +23,15 @@ from typing import Any, ClassVar
 @dataclass(frozen=True, slots=True)
 class SpillRuns:
     """Map output in the coordinator's spill stores: (partition, segment ids) per run and
-    partition, in run order; the segments are in that partition's spill store."""
+    partition, in run order; the segments are in that partition's spill store.  `blocks[i]` is
+    how many blocks runs[i] holds (None in records written before it was counted)."""
 
     TAG: ClassVar[str] = "spill"
     runs: list[tuple[int, list[int]]]
+    blocks: list[int] | None = None
 
     def pack(self) -> list[Any]:
-        return [self.TAG, [[p, segments] for p, segments in self.runs]]
+        return [self.TAG, [[p, segments] for p, segments in self.runs], self.blocks]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +73,7 @@ def unpack_output(packed: Any) -> TaskOutput | None:
         return None
     tag = packed[0]
     if tag == SpillRuns.TAG:
-        return SpillRuns([(p, segments) for p, segments in packed[1]])
+        return SpillRuns([(p, segments) for p, segments in packed[1]], packed[2] if len(packed) > 2 else None)
     if tag == FileRuns.TAG:
         return FileRuns(packed[1], [(p, [(o, n) for o, n in ranges]) for p, ranges in packed[2]])
     if tag == ResultSegments.TAG:

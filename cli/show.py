@@ -73,6 +73,8 @@ def _coordinator_lines(status: JobStatus) -> list[str]:
         f"workers: {len(workers)}",
         *(f"  {w['name']}: {w.get('task') or 'idle'}" for w in workers),
         f"bytes moved: {format_bytes(live['bytes_in'])} in, {format_bytes(live['bytes_out'])} out",
+        *(f"may be stuck (10x its phase's median, see the coordinator's log): {task}"
+          for task in live.get("stuck", [])),
     ]
 
 

@@ -11,7 +11,8 @@ Two sources, read separately, never joined into one truth:
 ``status.json``  a snapshot the *running* coordinator rewrites atomically
                  (write a temporary file, then rename): pid, host, updated_at,
                  workers ``[{"name": str, "task": str | None}]``, bytes_in,
-                 bytes_out.  Missing, unreadable or malformed means "no live
+                 bytes_out, and (optional) ``stuck``: the tasks the scheduler
+                 reported as maybe stuck.  Missing, unreadable or malformed means "no live
                  view" (None), never an error: the store still answers.
 
 Decisions:
@@ -185,6 +186,9 @@ def _is_live_shape(live: object) -> TypeGuard[dict[str, Any]]:
     for name, types in _LIVE_TYPES.items():
         if not isinstance(live.get(name), types) or isinstance(live.get(name), bool):
             return False
+    stuck = live.get("stuck", [])
+    if not isinstance(stuck, list) or not all(isinstance(task, str) for task in stuck):
+        return False
     return all(isinstance(w, dict) and isinstance(w.get("name"), str) and isinstance(w.get("task"), (str, type(None)))
                for w in live["workers"])
 

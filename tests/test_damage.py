@@ -170,6 +170,20 @@ def test_a_spill_segment_lost_before_resume_is_an_error_not_missing_pairs(home: 
     assert "blocks for partition 0, the spill store holds" in resumed.stderr
 
 
+def test_a_spill_store_half_created_when_the_disk_filled_up_does_not_stop_the_resume(home: Path) -> None:
+    """On a full disk the store's creation stopped half-way, and every later resume failed with
+    MDB_INVALID on it; holding nothing committed, it is now removed and made again."""
+    stopped = octo(home, "submit", str(JOB), "--workers", "2", "--job-id", "half", "--progress", "off",
+                   OCTO_FAILPOINTS="before-map-commit")  # no map output committed anywhere
+    assert stopped.returncode == -signal.SIGKILL, stopped.stderr
+    data = job_paths(home, "half").partition_spill(0) / "data.mdb"
+    os.truncate(data, 4096)  # one page of two: what a full disk leaves of a new LMDB file
+    resumed = octo(home, "resume", "half")
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout == oracle.final_output(JOB)
+    assert "removed a damaged store that held nothing committed" in resumed.stderr
+
+
 TRIALS = int(os.environ.get("OCTO_TEST_FLIP_TRIALS", "60"))
 """Bit flips per corruption test; the closing note's figures come from a run with more."""
 

@@ -196,6 +196,18 @@ def test_running_coordinator_shows_workers_and_bytes(home: Path) -> None:
     ]
 
 
+def test_a_task_reported_stuck_is_shown_while_it_runs(home: Path) -> None:
+    make_job(home, "j").close()
+    live = write_live(home, "j", os.getpid())
+    live["stuck"] = ["map task 1 (running 612 s)"]
+    (home / "jobs" / "j" / "status.json").write_text(json.dumps(live))
+    assert format_status(job_status(home, "j")).splitlines()[-1] == (
+        "may be stuck (10x its phase's median, see the coordinator's log): map task 1 (running 612 s)")
+    live["stuck"] = [7]  # malformed: no live view rather than a wrong one
+    (home / "jobs" / "j" / "status.json").write_text(json.dumps(live))
+    assert job_status(home, "j").live is None
+
+
 @pytest.mark.parametrize("where", ["dead pid", "other host", "pid 0"])
 def test_a_stale_status_file_is_not_a_running_coordinator(home: Path, where: str) -> None:
     make_job(home, "j").close()

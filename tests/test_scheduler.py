@@ -318,6 +318,7 @@ def test_a_task_far_slower_than_its_peers_is_reported_once() -> None:
     (warning,) = of(s.handle(Tick(61.0)), Warn)
     assert warning.message.startswith("map task 2 has run for 61 s, over 10 times the median of its phase (2.0 s)")
     assert of(s.handle(Tick(120.0)), Warn) == []  # said once
+    assert s.stuck_tasks(120.0) == [(MAP, 2, 120.0)]  # for octo status, while it runs
 
 
 def test_a_task_that_keeps_killing_its_workers_fails_the_job() -> None:

@@ -411,6 +411,11 @@ class Scheduler:
     def done_count(self, kind: str) -> int:
         return self._done_counts[TaskKind(kind)]
 
+    def stuck_tasks(self, now: float) -> list[tuple[TaskKind, int, float]]:
+        """(kind, task, seconds running) of the tasks reported stuck that still run."""
+        return [(kind, task, now - self._started[(kind, task)]) for kind, task in sorted(self._stuck_warned)
+                if (kind, task) in self._running and (kind, task) in self._started]
+
     def running(self) -> list[tuple[Assign, Worker]]:
         """Every current attempt and its worker."""
         return [(Assign(w, k, t, a), w) for (k, t), attempts in self._running.items() for a, w in attempts.items()]

@@ -363,10 +363,12 @@ class CoordinatorServer:
         """What status.json holds while the job runs."""
         running = {id(w): f"{a.kind} {a.task} attempt {a.attempt}" for a, w in self.scheduler.running()}
         bytes_in, bytes_out = self.roster.bytes_moved()
+        stuck = [f"{kind} task {task} (running {seconds:.0f} s)"
+                 for kind, task, seconds in self.scheduler.stuck_tasks(time.monotonic())]
         return {"pid": os.getpid(), "host": socket.gethostname(), "updated_at": time.time(),
                 "phase": self.scheduler.phase.value,
                 "workers": [{"name": w.name, "task": running.get(id(w))} for w in self.roster],
-                "bytes_in": bytes_in, "bytes_out": bytes_out}
+                "bytes_in": bytes_in, "bytes_out": bytes_out, "stuck": stuck}
 
     # -- connections ----------------------------------------------------------------------
 

@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import lmdb
+
 from ..config import Config
 from ..errors import ConfigError, DiskFull, ProtocolError, StoreError
 from ..home import JobPaths
@@ -269,10 +271,23 @@ class PathsShuffle:
 
 
 def delete_unreferenced(path: Path, keep: set[int], map_size_bytes: int) -> int:
-    """Delete every segment of the store at `path` that is not in `keep`; return how many."""
+    """Delete every segment of the store at `path` that is not in `keep`; return how many.
+
+    A store that cannot be opened (cut short, half created when the disk filled up) holding
+    nothing committed is removed whole, to be created again; one holding committed segments
+    is a StoreError naming it."""
     if not (path / "data.mdb").exists():
         return 0
-    store = SegmentStore(path, map_size_bytes)
+    try:
+        store = SegmentStore(path, map_size_bytes)
+    except (StoreError, lmdb.Error) as e:
+        if keep:
+            raise StoreError(f"{path}: the store is damaged and holds committed output: "
+                             f"{getattr(e, 'message', None) or e}", "run the job again under a new id") from None
+        log.warning("%s: removed a damaged store that held nothing committed (%s)", path,
+                    getattr(e, "message", None) or e)
+        shutil.rmtree(path)
+        return 0
     try:
         garbage = [s for s in store.segment_ids() if s not in keep]
         store.delete_segments(garbage)

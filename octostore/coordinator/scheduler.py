@@ -185,10 +185,15 @@ class Scheduler:
     # -- the entry point ------------------------------------------------------------------
 
     def handle(self, event: Event) -> list[Action]:
-        """Apply one event; return what the server must do, in order."""
+        """Apply one event; return what the server must do, in order (do not change the list)."""
+        if type(event) is Heard:  # one per message received: renew the lease, nothing else can follow
+            info = self._workers.get(event.worker)
+            if info is not None:
+                info.heard_at = event.now
+            return _NOTHING
         actions: list[Action] = []
         _HANDLERS[type(event)](self, event, actions)
-        if self._idle and type(event) is not Heard and self.phase in (Phase.MAP, Phase.REDUCE) and not self._is_halted:
+        if self._idle and self.phase in (Phase.MAP, Phase.REDUCE) and not self._is_halted:
             self._dispatch(event.now, actions)
         return actions
 
@@ -201,11 +206,6 @@ class Scheduler:
             actions.append(Dismiss(e.worker))
         elif e.worker in self._workers and e.worker not in self._idle:
             self._idle.append(e.worker)
-
-    def _on_heard(self, e: Heard, actions: list[Action]) -> None:
-        info = self._workers.get(e.worker)
-        if info is not None:
-            info.heard_at = e.now
 
     def _on_attempt_finished(self, e: AttemptFinished, actions: list[Action]) -> None:
         task_id = (e.kind, e.task)
@@ -430,6 +430,9 @@ class Scheduler:
         assert not any(w in busy for w in self._idle), "an idle worker holds an attempt"
 
 
+_NOTHING: list[Action] = []  # what a Heard returns: shared, so a message costs no new list
+
+
 def _exit_text(code: int) -> str:
     if code < 0:
         try:
@@ -442,7 +445,6 @@ def _exit_text(code: int) -> str:
 _HANDLERS: dict[type, Callable[[Scheduler, Any, list[Action]], None]] = {
     WorkerJoined: Scheduler._on_worker_joined,
     WorkerReady: Scheduler._on_worker_ready,
-    Heard: Scheduler._on_heard,
     AttemptFinished: Scheduler._on_attempt_finished,
     AttemptCommitted: Scheduler._on_attempt_committed,
     AttemptFailed: Scheduler._on_attempt_failed,

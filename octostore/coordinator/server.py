@@ -342,8 +342,10 @@ class CoordinatorServer:
             asyncio.get_running_loop().run_in_executor(self._launcher, self.pool.start, a.count)
 
     async def _reap_workers(self) -> None:
-        """Report local workers that exited (the pool is asked off the loop)."""
-        if self.pool is None:
+        """Report local workers that exited (the pool is asked off the loop).  Once serving ends
+        (the last reap ran before ``_closing``), a reap a lost worker scheduled must not reach the
+        launcher thread, which is being shut down."""
+        if self.pool is None or self._closing:
             return
         exited = await asyncio.get_running_loop().run_in_executor(self._launcher, self.pool.reap)
         for pid, code in exited:
